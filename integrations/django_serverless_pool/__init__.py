@@ -1,0 +1,1 @@
+"""Django integration for serverless-pool."""

@@ -1,0 +1,1 @@
+"""Flask extension for serverless-pool."""

@@ -1,0 +1,28 @@
+"""serverless-pool: PostgreSQL connections for serverless functions, fast and safe.
+
+``from serverless_pool import ServerlessPool``; ``with pool.connection() as conn: ...``
+"""
+
+from __future__ import annotations
+
+from .connection import PooledConnection
+from .deadline import deadline_after
+from .errors import ConnectionFailed, PoolClosed, PoolError, PoolTimeout, SettingsError
+from .pool import ServerlessPool
+from .settings import SCHEMA, PoolSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMA",
+    "ConnectionFailed",
+    "PoolClosed",
+    "PoolError",
+    "PoolSettings",
+    "PoolTimeout",
+    "PooledConnection",
+    "ServerlessPool",
+    "SettingsError",
+    "__version__",
+    "deadline_after",
+]

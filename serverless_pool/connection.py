@@ -1,0 +1,187 @@
+"""The connection class the pool hands out: a psycopg `Connection` that knows its borrow.
+
+Two things need to happen *inside* psycopg's execution path, so they live here:
+
+- Before the first statement of a borrow, the socket is polled once more. If the server
+  ended the session since the borrow's check, nothing of the borrow has run yet, so the
+  pool swaps a fresh server connection in under the same Python object and the
+  statement goes to it. If sending that first statement fails outright (the bytes never
+  left), the same swap and one retry happen. A statement that was sent and then lost
+  its connection is never retried: it may have run.
+- After each statement, its command tag says whether it changed session state (SET,
+  temporary tables, LISTEN, PREPARE, advisory locks...), so the pool resets the session
+  on return only when needed and keeps the common borrow at zero extra round trips.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from weakref import ref
+
+import psycopg
+from psycopg import pq
+from psycopg._connection_base import BaseConnection
+from psycopg.rows import Row
+
+from .liveness import socket_is_quiet
+
+__all__ = [
+    "PooledClientCursor",
+    "PooledConnection",
+    "PooledCursor",
+    "PooledCursorMixin",
+    "PooledServerCursor",
+    "changes_session_state",
+]
+
+_IDLE = pq.TransactionStatus.IDLE
+
+# First word of a command tag that leaves state in the session after the statement.
+_SESSION_TAGS = frozenset(
+    {b"SET", b"RESET", b"LISTEN", b"PREPARE", b"DECLARE", b"LOAD", b"CREATE", b"SELECT INTO"}
+)
+# Session state changed through functions; the tag of these is just "SELECT".
+_SESSION_FUNCTIONS = re.compile(r"advisory_lock|set_config|setseed|pg_temp", re.IGNORECASE)
+_SESSION_FUNCTIONS_B = re.compile(rb"advisory_lock|set_config|setseed|pg_temp", re.IGNORECASE)
+_SEND_FAILURE = ("sending query", "flushing failed")
+
+
+def changes_session_state(command_status: bytes | None, query: object) -> bool:
+    """Whether a statement with this tag and text may have left session state behind."""
+    if command_status is None:
+        return False
+    if command_status.split(b" ", 1)[0] in _SESSION_TAGS:
+        return True
+    if isinstance(query, str):
+        return _SESSION_FUNCTIONS.search(query) is not None
+    if isinstance(query, bytes):
+        return _SESSION_FUNCTIONS_B.search(query) is not None
+    # A composed query (psycopg.sql): look at what was sent, rather than guess.
+    return True
+
+
+class PooledConnection(psycopg.Connection[Row]):
+    """A psycopg connection owned by a `ServerlessPool`.
+
+    It behaves exactly like `psycopg.Connection`; the pool-specific attributes are private.
+    """
+
+    # Set by the pool: replaces the server connection under this object, returns False
+    # if it could not.
+    _sp_replace: Callable[[PooledConnection[Any], str], bool] | None = None
+    # No statement has been sent in the current borrow.
+    _sp_fresh: bool = False
+    # A statement of the current borrow changed session state.
+    _sp_dirty: bool = False
+    # Whether statements are watched for session changes (reset_on_return="auto").
+    _sp_track: bool = False
+
+    def _sp_before_statement(self) -> None:
+        """Run by cursors before the first statement of a borrow."""
+        self._sp_fresh = False
+        if (
+            self._sp_replace is not None
+            and self.pgconn.transaction_status == _IDLE
+            and not socket_is_quiet(self.pgconn)
+        ):
+            self._sp_replace(self, "dead_on_first_statement")
+
+    def _sp_may_retry(self, err: psycopg.OperationalError) -> bool:
+        """After the first statement failed: swap and retry if it surely never ran."""
+        if self._sp_replace is None or self.pgconn.status == pq.ConnStatus.OK:
+            return False
+        if not str(err).startswith(_SEND_FAILURE):
+            return False
+        return self._sp_replace(self, "dead_on_first_statement")
+
+    def _sp_adopt(self, other: PooledConnection[Any]) -> None:
+        """Take `other`'s server connection; `other` gets ours (dead) and is closed."""
+        dead = self.pgconn
+        self.pgconn = other.pgconn
+        # psycopg routes notices and notifications through weak references to the
+        # owning connection: point them at this object.
+        wself: ref[Any] = ref(self)
+        self.pgconn.notice_handler = partial(BaseConnection._notice_handler, wself)
+        self.pgconn.notify_handler = partial(BaseConnection._notify_handler, wself)
+        # The new session has no prepared statements.
+        self._prepared.clear()
+        other.pgconn = dead
+        other.close()
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        if self._sp_fresh:
+            self._sp_before_statement()
+        return super().transaction(*args, **kwargs)
+
+
+class PooledCursorMixin:
+    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class."""
+
+    if TYPE_CHECKING:
+        _pgconn: pq.abc.PGconn
+        _conn: Any
+
+    def _sp_sync(self) -> bool:
+        """Prepare for a statement; True if it is the first of the borrow."""
+        conn = self._conn
+        fresh: bool = conn._sp_fresh
+        if fresh:
+            conn._sp_before_statement()
+        if self._pgconn is not conn.pgconn:
+            self._pgconn = conn.pgconn
+        return fresh
+
+    def _sp_track(self, query: object) -> None:
+        conn = self._conn
+        if conn._sp_track and not conn._sp_dirty:
+            result = self.pgresult  # type: ignore[attr-defined]
+            status = result.command_status if result is not None else None
+            conn._sp_dirty = changes_session_state(status, query)
+
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        fresh = self._sp_sync()
+        try:
+            rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
+        except psycopg.OperationalError as err:
+            if not (fresh and self._conn._sp_may_retry(err)):
+                raise
+            self._sp_sync()
+            rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
+        self._sp_track(query)
+        return rv
+
+    def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        fresh = self._sp_sync()
+        try:
+            rv = super().executemany(query, *args, **kwargs)  # type: ignore[misc]
+        except psycopg.OperationalError as err:
+            if not (fresh and self._conn._sp_may_retry(err)):
+                raise
+            self._sp_sync()
+            rv = super().executemany(query, *args, **kwargs)  # type: ignore[misc]
+        self._sp_track(query)
+        return rv
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        self._sp_sync()
+        # COPY FROM/TO temporary tables and the like are tracked by their CREATE.
+        return super().copy(*args, **kwargs)  # type: ignore[misc]
+
+    def stream(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        self._sp_sync()
+        return super().stream(query, *args, **kwargs)  # type: ignore[misc]
+
+
+class PooledCursor(PooledCursorMixin, psycopg.Cursor[Row]):
+    """psycopg's default (server-side binding) cursor, with the pool's hooks."""
+
+
+class PooledClientCursor(PooledCursorMixin, psycopg.ClientCursor[Row]):
+    """psycopg's client-side binding cursor, with the pool's hooks."""
+
+
+class PooledServerCursor(PooledCursorMixin, psycopg.ServerCursor[Row]):
+    """psycopg's named (server-side) cursor, with the pool's hooks."""

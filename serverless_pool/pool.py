@@ -1,0 +1,614 @@
+"""`ServerlessPool`: a connection pool for one process that is frozen and thawed.
+
+There are no background threads: a frozen Lambda instance runs none, and a thread
+would only wake up to find its world changed. Every maintenance step (closing
+connections that lived or idled too long, checking liveness, reconnecting, resetting
+session state) runs inline when a connection is borrowed or returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import TupleRow
+
+from . import deadline as _deadline
+from . import lifecycle
+from . import stats as st
+from .connection import PooledConnection, PooledCursor, PooledServerCursor
+from .conninfo import describe_conninfo, parse_conninfo
+from .errors import ConnectionFailed, PoolClosed, PoolError, PoolTimeout, SettingsError
+from .failures import failure_kind, is_transient
+from .liveness import ping, socket_is_quiet
+from .settings import PoolSettings
+
+__all__ = ["ServerlessPool"]
+
+logger = logging.getLogger("serverless_pool")
+
+_OK: Final = pq.ConnStatus.OK
+_IDLE: Final = pq.TransactionStatus.IDLE
+_RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+Conninfo = str | Callable[[], str]
+Password = str | Callable[[], str]
+
+
+class _Entry:
+    """Book-keeping for one connection the pool owns."""
+
+    __slots__ = ("conn", "created_at", "expires_at", "last_used")
+
+    def __init__(self, conn: PooledConnection[Any], now: float, lifetime: float) -> None:
+        self.conn = conn
+        self.created_at = now
+        # Up to 10% shorter, so that a fleet started together does not reconnect together.
+        self.expires_at = now + lifetime * (1.0 - 0.1 * random.random())
+        self.last_used = now
+
+
+class ServerlessPool:
+    """A thread-safe pool of psycopg 3 connections for serverless functions.
+
+    :param conninfo: a libpq connection string or ``postgresql://`` URL, or a callable
+        returning one (called for every new connection). When omitted, the
+        ``SERVERLESS_POOL_DATABASE_URL`` environment variable is used.
+    :param password: the password, or a callable returning it (called for every new
+        connection, e.g. to fetch an RDS IAM token). Never logged or shown.
+    :param configure: called with each new connection before its first use.
+    :param settings: a ready `PoolSettings`; keyword arguments override it.
+    :param overrides: any setting of the schema (see `serverless_pool.settings.SCHEMA`);
+        settings not given are read from ``SERVERLESS_POOL_*`` environment variables.
+
+    No connection is opened until the first borrow.
+    """
+
+    def __init__(
+        self,
+        conninfo: Conninfo | None = None,
+        *,
+        password: Password | None = None,
+        configure: Callable[[PooledConnection[Any]], None] | None = None,
+        settings: PoolSettings | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: object,
+    ) -> None:
+        if settings is None:
+            self.settings = PoolSettings.load(overrides, environ=environ)
+        else:
+            self.settings = settings.replace(**overrides) if overrides else settings
+        env = os.environ if environ is None else environ
+        if conninfo is None:
+            conninfo = env.get("SERVERLESS_POOL_DATABASE_URL")
+            if not conninfo:
+                raise SettingsError(
+                    "no database to connect to: pass a conninfo or set the"
+                    " SERVERLESS_POOL_DATABASE_URL environment variable"
+                )
+        if isinstance(conninfo, str):
+            parse_conninfo(conninfo)  # fail now, with a clear message, not at first use
+        elif not callable(conninfo):
+            raise SettingsError(
+                f"conninfo: expected a connection string or a callable returning one,"
+                f" got {type(conninfo).__name__}"
+            )
+        if password is not None and not (isinstance(password, str) or callable(password)):
+            raise SettingsError(
+                f"password: expected a string or a callable returning one,"
+                f" got {type(password).__name__}"
+            )
+        self._conninfo = conninfo
+        self._password = password
+        self._configure = configure
+        self.name = self.settings.name
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle: list[_Entry] = []  # a stack: the most recently used is reused first
+        self._out: dict[int, _Entry] = {}
+        self._pending = 0  # connections being opened, checked or reset, off both lists
+        self._waiting = 0
+        self._closed = False
+        self._stats = st.PoolStats()
+        lifecycle.register(self)
+
+    # -- public API ------------------------------------------------------------------
+
+    def connection(self, timeout: float | None = None) -> _Borrow:
+        """Borrow a connection for a ``with`` block; it is returned whatever happens.
+
+        ``with pool.connection() as conn: conn.execute(...)``
+        """
+        return _Borrow(self, timeout)
+
+    def acquire(self, timeout: float | None = None) -> PooledConnection[TupleRow]:
+        """Borrow a connection; give it back with `release()` (in a ``finally``).
+
+        Waits at most `timeout` seconds (default: the ``acquire_timeout`` setting, and
+        never past the deadline of the current invocation) and raises `PoolTimeout`.
+        """
+        settings = self.settings
+        now = time.monotonic()
+        deadline = now + (settings.acquire_timeout if timeout is None else timeout)
+        outer = _deadline.current_deadline()
+        if outer is not None and outer < deadline:
+            deadline = outer
+        started = now
+        waited = False
+        while True:
+            entry: _Entry | None = None
+            stale: list[tuple[_Entry, str]] = []
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"the pool {self.name!r} is closed")
+                idle = self._idle
+                while idle:
+                    candidate = idle.pop()
+                    if now >= candidate.expires_at:
+                        stale.append((candidate, st.EXPIRED))
+                    elif (
+                        now - candidate.last_used > settings.max_idle
+                        and self._size() >= settings.min_size
+                    ):
+                        stale.append((candidate, st.IDLE_TOO_LONG))
+                    else:
+                        entry = candidate
+                        break
+                if entry is None and self._size() >= settings.max_size:
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        self._stats.add(st.TIMEOUTS)
+                        raise PoolTimeout(
+                            f"the pool {self.name!r} had no free connection within"
+                            f" {now - started:.3f} s (max_size={settings.max_size},"
+                            f" all in use)"
+                        )
+                    if not waited:
+                        self._stats.add(st.WAITS)
+                        waited = True
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiting -= 1
+                    now = time.monotonic()
+                    continue
+                self._pending += 1
+            try:
+                for old, reason in stale:
+                    self._discard(old, reason)
+                if entry is None:
+                    entry = _Entry(self._connect(deadline), time.monotonic(), settings.max_lifetime)
+                elif not self._check(entry, now):
+                    entry = None
+            except BaseException:
+                with self._lock:
+                    self._pending -= 1
+                    self._cond.notify()
+                raise
+            with self._lock:
+                self._pending -= 1
+                if entry is None:
+                    now = time.monotonic()
+                    continue
+                if self._closed:
+                    self._cond.notify()
+                    closing = entry
+                else:
+                    closing = None
+                    self._out[id(entry.conn)] = entry
+                    self._stats.add(st.BORROWS)
+                    if waited:
+                        self._stats.add(st.WAIT_MS, int((time.monotonic() - started) * 1000))
+            if closing is not None:
+                closing.conn.close()
+                raise PoolClosed(f"the pool {self.name!r} is closed")
+            conn = entry.conn
+            conn._sp_fresh = True
+            conn._sp_dirty = False
+            return conn
+
+    def release(self, conn: psycopg.Connection[Any]) -> None:
+        """Give back a connection from `acquire()`.
+
+        An open transaction is rolled back, session state the borrower changed is reset,
+        and a connection in a state that cannot be cleaned is closed instead.
+        """
+        with self._lock:
+            entry = self._out.pop(id(conn), None)
+            if entry is None or entry.conn is not conn:
+                if entry is not None:
+                    self._out[id(conn)] = entry
+                raise PoolError(
+                    f"this connection is not on loan from the pool {self.name!r}"
+                    " (returned twice, or borrowed elsewhere)"
+                )
+            self._pending += 1
+        reason: str | None
+        try:
+            reason = self._reset(entry)
+        except BaseException:
+            reason = st.RESET_FAILED
+            raise
+        finally:
+            now = time.monotonic()
+            if reason is None and now >= entry.expires_at:
+                reason = st.EXPIRED
+            with self._lock:
+                self._pending -= 1
+                if reason is None and not self._closed:
+                    entry.last_used = now
+                    self._idle.append(entry)
+                    keep = True
+                else:
+                    keep = False
+                if self._waiting:
+                    self._cond.notify()
+            if not keep:
+                self._discard(entry, reason)
+
+    def warm(self, count: int | None = None, timeout: float | None = None) -> int:
+        """Open connections ahead of use (e.g. in Lambda's init phase).
+
+        Opens up to `count` (default ``min_size``, at least 1) idle connections and
+        returns how many the pool now holds idle.
+        """
+        wanted = max(1, self.settings.min_size) if count is None else count
+        wanted = min(wanted, self.settings.max_size)
+        borrowed: list[PooledConnection[TupleRow]] = []
+        try:
+            while len(borrowed) < wanted and self._size() < self.settings.max_size + len(borrowed):
+                borrowed.append(self.acquire(timeout))
+                if len(self._idle) + len(borrowed) >= wanted:
+                    break
+        finally:
+            for conn in borrowed:
+                self.release(conn)
+        return len(self._idle)
+
+    def drain(self) -> int:
+        """Close every idle connection now; the pool stays usable. Returns how many."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for entry in idle:
+            self._discard(entry, None)
+        return len(idle)
+
+    def close(self) -> None:
+        """Close idle connections and refuse new borrows; loans are closed on return."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for entry in idle:
+            self._discard(entry, None)
+        logger.debug("pool %r closed", self.name)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict[str, int]:
+        """Counters (see `serverless_pool.stats`) and the current sizes."""
+        with self._lock:
+            counts = self._stats.get()
+            counts.update(self._gauges())
+        return counts
+
+    def pop_stats(self) -> dict[str, int]:
+        """Like `stats()`, and reset the counters."""
+        with self._lock:
+            counts = self._stats.pop()
+            counts.update(self._gauges())
+        return counts
+
+    def __enter__(self) -> ServerlessPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        target = (
+            describe_conninfo(self._conninfo) if isinstance(self._conninfo, str) else "callable"
+        )
+        state = "closed" if self._closed else f"size={self._size()}/{self.settings.max_size}"
+        return f"<{type(self).__name__} {self.name!r} {target} {state}>"
+
+    # -- internals -------------------------------------------------------------------
+
+    def _size(self) -> int:
+        return len(self._idle) + len(self._out) + self._pending
+
+    def _gauges(self) -> dict[str, int]:
+        return {
+            "pool_size": self._size(),
+            "pool_available": len(self._idle),
+            "pool_in_use": len(self._out),
+            "pool_max": self.settings.max_size,
+            "requests_waiting": self._waiting,
+        }
+
+    def _check(self, entry: _Entry, now: float) -> bool:
+        """Liveness of an idle connection about to be lent; closes it if dead."""
+        pgconn = entry.conn.pgconn
+        if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
+            self._discard(entry, st.BAD_STATE)
+            return False
+        if not socket_is_quiet(pgconn):
+            # Usually the server's goodbye; a stray notice would pass the ping.
+            self._stats.add(st.PINGS)
+            if not ping(pgconn, self.settings.ping_timeout):
+                self._discard(entry, st.CLOSED_BY_SERVER)
+                return False
+        elif now - entry.last_used >= self.settings.ping_after_idle:
+            self._stats.add(st.PINGS)
+            if not ping(pgconn, self.settings.ping_timeout):
+                self._discard(entry, st.PING_FAILED)
+                return False
+        self._stats.add(st.REUSED)
+        return True
+
+    def _reset(self, entry: _Entry) -> str | None:
+        """Clean a returned connection; the reason to discard it, or None to keep it."""
+        conn = entry.conn
+        conn._sp_fresh = False
+        pgconn = conn.pgconn
+        if conn.closed or pgconn.status != _OK:
+            return st.BAD_STATE
+        status = pgconn.transaction_status
+        if status != _IDLE:
+            if status not in _RESETTABLE:
+                return st.BAD_STATE  # a query or COPY still running: only closing stops it
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                return st.BAD_STATE
+            self._stats.add(st.ROLLBACKS)
+        settings = self.settings
+        try:
+            if conn.autocommit is not settings.autocommit:
+                conn.autocommit = settings.autocommit
+            if conn.isolation_level is not None:
+                conn.isolation_level = None
+            if conn.read_only is not None:
+                conn.read_only = None
+            if conn.deferrable is not None:
+                conn.deferrable = None
+        except psycopg.Error:
+            return st.BAD_STATE
+        if conn.prepare_threshold != settings.prepare_threshold:
+            conn.prepare_threshold = settings.prepare_threshold
+        mode = settings.reset_on_return
+        if mode == "always" or (mode == "auto" and conn._sp_dirty):
+            try:
+                conn.execute("DISCARD ALL")
+            except psycopg.Error:
+                return st.RESET_FAILED
+            conn._sp_dirty = False
+            self._stats.add(st.RESETS)
+        return None
+
+    def _discard(self, entry: _Entry, reason: str | None) -> None:
+        with self._lock:
+            if reason is not None:
+                self._stats.replaced(reason)
+            self._stats.add(st.CONNECTIONS_CLOSED)
+        if reason is not None:
+            logger.info("pool %r: closing a connection (%s)", self.name, reason)
+        try:
+            entry.conn.close()
+        except Exception:
+            logger.debug("pool %r: error closing a connection", self.name, exc_info=True)
+
+    def _connect(self, deadline: float) -> PooledConnection[Any]:
+        """Open one connection, retrying transient refusals with jittered backoff."""
+        settings = self.settings
+        attempt = 0
+        while True:
+            attempt += 1
+            with self._lock:
+                self._stats.add(st.CONNECT_ATTEMPTS)
+            try:
+                conn = self._open()
+            except psycopg.OperationalError as err:
+                if not is_transient(err):
+                    with self._lock:
+                        self._stats.add(st.CONNECT_ERRORS)
+                    raise ConnectionFailed(
+                        f"the pool {self.name!r} could not connect"
+                        f" ({failure_kind(err)}, not retried): {_reason(err)}"
+                    ) from err
+                delay = random.uniform(
+                    0, min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (attempt - 1))
+                )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    with self._lock:
+                        self._stats.add(st.CONNECT_ERRORS)
+                        self._stats.add(st.TIMEOUTS)
+                    raise PoolTimeout(
+                        f"the pool {self.name!r} could not connect before its deadline:"
+                        f" the server refused {attempt} attempt(s) ({_reason(err)})"
+                    ) from err
+                with self._lock:
+                    self._stats.add(st.CONNECT_RETRIES)
+                logger.info(
+                    "pool %r: connection refused (%s); retrying in %.3f s",
+                    self.name, _reason(err), min(delay, remaining),
+                )  # fmt: skip
+                time.sleep(min(delay, remaining))
+                continue
+            with self._lock:
+                self._stats.add(st.CONNECTIONS_OPENED)
+            return conn
+
+    def _open(self) -> PooledConnection[Any]:
+        settings = self.settings
+        conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
+        params = parse_conninfo(conninfo)
+        extra: dict[str, Any] = {
+            "autocommit": settings.autocommit,
+            "prepare_threshold": settings.prepare_threshold,
+        }
+        if "connect_timeout" not in params:
+            extra["connect_timeout"] = max(2, round(settings.connect_timeout))
+        if "application_name" not in params:
+            extra["application_name"] = settings.application_name
+        if self._password is not None:
+            extra["password"] = self._password() if callable(self._password) else self._password
+        if settings.uses_session_state:
+            options = _session_options(settings)
+            if options:
+                extra["options"] = " ".join(
+                    filter(None, [str(params.get("options") or ""), options])
+                )
+        try:
+            conn: PooledConnection[Any] = PooledConnection.connect(conninfo, **extra)
+        except psycopg.ProgrammingError as err:
+            # A bad connection string from a callable: say so without echoing it.
+            raise SettingsError(f"conninfo: {_reason(err)}") from None
+        conn.cursor_factory = PooledCursor
+        conn.server_cursor_factory = PooledServerCursor
+        conn._sp_track = settings.reset_on_return == "auto" and settings.uses_session_state
+        conn._sp_replace = self._replace_server_connection
+        if self._configure is not None:
+            self._configure(conn)
+        return conn
+
+    def _replace_server_connection(self, conn: PooledConnection[Any], reason: str) -> bool:
+        """Give a borrowed connection object a new server session (nothing ran on it)."""
+        try:
+            fresh = self._connect(self._retry_deadline())
+        except psycopg.Error:
+            logger.warning("pool %r: could not replace a dead connection", self.name)
+            return False
+        conn._sp_adopt(fresh)
+        with self._lock:
+            self._stats.replaced(reason)
+            self._stats.add(st.STATEMENT_RETRIES)
+            entry = self._out.get(id(conn))
+        if entry is not None:
+            now = time.monotonic()
+            entry.created_at = now
+            entry.expires_at = now + self.settings.max_lifetime * (1.0 - 0.1 * random.random())
+        logger.info("pool %r: replaced a connection before its first statement", self.name)
+        return True
+
+    def _retry_deadline(self) -> float:
+        deadline = time.monotonic() + self.settings.acquire_timeout
+        outer = _deadline.current_deadline()
+        return deadline if outer is None else min(deadline, outer)
+
+    def _close_for_shutdown(self) -> None:
+        """SIGTERM or exit: close what is idle without waiting for a lock held elsewhere."""
+        if self._lock.acquire(timeout=0.05):
+            try:
+                self._closed = True
+                idle, self._idle = self._idle, []
+            finally:
+                self._lock.release()
+        else:
+            self._closed = True
+            idle = list(self._idle)
+        for entry in idle:
+            with contextlib.suppress(Exception):
+                entry.conn.close()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: never touch the parent's sockets again."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        entries = self._idle + list(self._out.values())
+        self._idle, self._out, self._pending, self._waiting = [], {}, 0, 0
+        for entry in entries:
+            _disown(entry.conn)
+
+
+class _Borrow:
+    """The context manager `ServerlessPool.connection()` returns."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: ServerlessPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: PooledConnection[TupleRow] | None = None
+
+    def __enter__(self) -> PooledConnection[TupleRow]:
+        self._conn = self._pool.acquire(self._timeout)
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
+
+
+def _disown(conn: PooledConnection[Any]) -> None:
+    """Close a connection inherited through fork() without disturbing the parent.
+
+    Closing normally would send the server a Terminate message on the socket the parent
+    still uses. Pointing the descriptor at /dev/null first makes that write go nowhere.
+    """
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    conn._sp_replace = None
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _session_options(settings: PoolSettings) -> str:
+    """libpq ``options`` that set the pool's server-side timeouts as session defaults.
+
+    Set at startup rather than with SET, they survive ``DISCARD ALL`` and cost no round
+    trip.
+    """
+    parts = []
+    for name in (
+        "idle_session_timeout",
+        "idle_in_transaction_session_timeout",
+        "statement_timeout",
+    ):
+        seconds = getattr(settings, name)
+        if seconds:
+            parts.append(f"-c {name}={max(1, round(seconds * 1000))}")
+    return " ".join(parts)
+
+
+def _reason(err: BaseException) -> str:
+    """The useful part of a libpq error message, on one line."""
+    text = str(err).strip()
+    for prefix in ("connection failed: ",):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return " ".join(text.split())

@@ -1,0 +1,401 @@
+"""The one settings schema, shared by the core and every integration.
+
+Each setting is declared once in `SCHEMA`, with its type, its default and its
+documentation. `PoolSettings.load()` reads keyword arguments (or a Django/Flask mapping)
+and ``SERVERLESS_POOL_*`` environment variables through that schema; an explicit value
+wins over the environment, which wins over the default. Every error names the setting
+and where its value came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Final, Literal
+
+from .errors import SettingsError
+
+__all__ = [
+    "ENV_PREFIX",
+    "PROXY_MODES",
+    "RESET_MODES",
+    "SCHEMA",
+    "PoolSettings",
+    "Setting",
+    "running_on_lambda",
+]
+
+ENV_PREFIX: Final = "SERVERLESS_POOL_"
+PROXY_MODES: Final = ("direct", "pgbouncer-transaction", "rds-proxy")
+RESET_MODES: Final = ("auto", "always", "never")
+
+ProxyMode = Literal["direct", "pgbouncer-transaction", "rds-proxy"]
+ResetMode = Literal["auto", "always", "never"]
+
+
+def running_on_lambda(environ: Mapping[str, str] | None = None) -> bool:
+    """True inside an AWS Lambda execution environment (or our local emulator)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+# -- value parsers: each takes a raw value (from Python or from a string) -------------
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
+def _int_at_least(minimum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number, not a boolean")
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            number = int(value.strip())
+        else:
+            raise ValueError("expected a whole number")
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    return parse
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number of seconds, not a boolean")
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ValueError("expected a number of seconds") from None
+        else:
+            raise ValueError("expected a number of seconds")
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number of seconds")
+        if number < 0 or (number == 0 and not allow_zero):
+            raise ValueError("must be at least 0" if allow_zero else "must be more than 0")
+        return number
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+        raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}")
+
+    return parse
+
+
+def _optional_threshold(value: object) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "off"}):
+        return None
+    return _int_at_least(0)(value)
+
+
+def _name(value: object) -> str:
+    if isinstance(value, str) and value.strip() and len(value) <= 63:
+        return value.strip()
+    raise ValueError("expected a non-empty text of at most 63 characters")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One entry of the schema."""
+
+    name: str
+    parse: Callable[[object], Any]
+    default: Any
+    doc: str
+    #: how the default reads in documentation when it depends on the environment
+    default_doc: str = ""
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+#: Sentinel for defaults that depend on the environment or on another setting.
+_DERIVED: Final = object()
+
+SCHEMA: Final[tuple[Setting, ...]] = (
+    Setting("name", _name, "default", "Name of the pool, used in errors, logs and stats."),
+    Setting(
+        "max_size",
+        _int_at_least(1),
+        _DERIVED,
+        "Most connections the pool holds at once. One instance serves one request at a"
+        " time on Lambda, so one connection is enough there.",
+        "1 on Lambda, else 4",
+    ),
+    Setting(
+        "min_size",
+        _int_at_least(0),
+        0,
+        "Connections `pool.warm()` opens ahead of use; idle ones are never closed below"
+        " this count for being idle.",
+    ),
+    Setting(
+        "acquire_timeout",
+        _seconds(allow_zero=False),
+        5.0,
+        "Seconds a borrow may wait for a free connection, including connect retries."
+        " Lowered to the Lambda invocation's remaining time when that is shorter.",
+    ),
+    Setting(
+        "connect_timeout",
+        _seconds(allow_zero=False),
+        5.0,
+        "Seconds one connection attempt may take.",
+    ),
+    Setting(
+        "max_idle",
+        _seconds(allow_zero=False),
+        10 * 60.0,
+        "Seconds an unused connection is kept before it is closed at the next borrow or return.",
+    ),
+    Setting(
+        "max_lifetime",
+        _seconds(allow_zero=False),
+        60 * 60.0,
+        "Seconds after which a connection is replaced, shortened by up to 10% of random"
+        " jitter so a fleet does not reconnect in step.",
+    ),
+    Setting(
+        "ping_after_idle",
+        _seconds(allow_zero=True),
+        5.0,
+        "A connection idle longer than this gets a real round trip before it is handed"
+        " out (it may have been frozen); 0 pings on every borrow.",
+    ),
+    Setting(
+        "ping_timeout",
+        _seconds(allow_zero=False),
+        1.0,
+        "Seconds the liveness ping may take before the connection counts as dead.",
+    ),
+    Setting(
+        "idle_session_timeout",
+        _seconds(allow_zero=True),
+        _DERIVED,
+        "Server-side `idle_session_timeout` set on each connection (direct mode), so"
+        " the server reclaims the slot of an instance that stays frozen; 0 leaves the"
+        " server's value.",
+        "900 on Lambda, else 0",
+    ),
+    Setting(
+        "idle_in_transaction_session_timeout",
+        _seconds(allow_zero=True),
+        0.0,
+        "Server-side `idle_in_transaction_session_timeout` set on each connection"
+        " (direct mode); 0 leaves the server's value.",
+    ),
+    Setting(
+        "statement_timeout",
+        _seconds(allow_zero=True),
+        0.0,
+        "Server-side `statement_timeout` set on each connection (direct mode); 0 leaves"
+        " the server's value.",
+    ),
+    Setting(
+        "autocommit",
+        _parse_bool,
+        True,
+        "Hand out connections in autocommit mode; with false, use `conn.transaction()`"
+        " or commit explicitly (an open transaction is rolled back on return).",
+    ),
+    Setting(
+        "proxy_mode",
+        _choice(PROXY_MODES),
+        "direct",
+        "What sits between the pool and PostgreSQL: `direct`, `pgbouncer-transaction`"
+        " (no prepared statements, no session state) or `rds-proxy` (nothing that pins"
+        " a session).",
+    ),
+    Setting(
+        "prepare_threshold",
+        _optional_threshold,
+        _DERIVED,
+        "psycopg's `prepare_threshold`: executions before a query is prepared on the"
+        " server; `none` never prepares.",
+        "5 in direct mode, none behind a proxy",
+    ),
+    Setting(
+        "reset_on_return",
+        _choice(RESET_MODES),
+        "auto",
+        "Session reset when a connection comes back: `auto` runs `DISCARD ALL` only"
+        " after a statement that changes session state (SET, temporary tables, advisory"
+        " locks, LISTEN, PREPARE), `always` after every borrow, `never` not at all.",
+    ),
+    Setting(
+        "retry_backoff",
+        _seconds(allow_zero=False),
+        0.05,
+        "First delay, in seconds, between connect attempts refused as transient (too"
+        " many connections, server starting up); doubles each time, with full jitter.",
+    ),
+    Setting(
+        "retry_backoff_max",
+        _seconds(allow_zero=False),
+        1.0,
+        "Longest delay between two connect attempts.",
+    ),
+    Setting(
+        "application_name",
+        _name,
+        "serverless-pool",
+        "`application_name` of new connections, unless the conninfo sets one.",
+    ),
+    Setting(
+        "close_on_sigterm",
+        _parse_bool,
+        True,
+        "Close the pool's connections when the process receives SIGTERM (the handler"
+        " already installed still runs).",
+    ),
+)
+
+_BY_NAME: Final = {s.name: s for s in SCHEMA}
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Validated settings of one pool. Build it with `PoolSettings.load()`."""
+
+    name: str
+    max_size: int
+    min_size: int
+    acquire_timeout: float
+    connect_timeout: float
+    max_idle: float
+    max_lifetime: float
+    ping_after_idle: float
+    ping_timeout: float
+    idle_session_timeout: float
+    idle_in_transaction_session_timeout: float
+    statement_timeout: float
+    autocommit: bool
+    proxy_mode: ProxyMode
+    prepare_threshold: int | None
+    reset_on_return: ResetMode
+    retry_backoff: float
+    retry_backoff_max: float
+    application_name: str
+    close_on_sigterm: bool
+
+    @classmethod
+    def load(
+        cls,
+        values: Mapping[str, object] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        source: str = "keyword argument",
+    ) -> PoolSettings:
+        """Validate `values` (e.g. keyword arguments), filling gaps from the environment.
+
+        `source` names where `values` came from in error messages, e.g.
+        ``"SERVERLESS_POOL setting"`` for Django.
+        """
+        values = dict(values or {})
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(values) - set(_BY_NAME))
+        if unknown:
+            raise SettingsError(_unknown_message(unknown[0], source))
+        resolved: dict[str, Any] = {}
+        for setting in SCHEMA:
+            if setting.name in values:
+                resolved[setting.name] = _parse(setting, values[setting.name], source)
+            elif setting.env_var in env:
+                raw = env[setting.env_var]
+                if not raw.strip():
+                    raise SettingsError(
+                        f"environment variable {setting.env_var} is empty;"
+                        " unset it to use the default or give it a value"
+                    )
+                resolved[setting.name] = _parse(setting, raw, "environment variable")
+            else:
+                resolved[setting.name] = setting.default
+        return cls._derive(resolved, env)
+
+    @classmethod
+    def _derive(cls, resolved: dict[str, Any], env: Mapping[str, str]) -> PoolSettings:
+        on_lambda = running_on_lambda(env)
+        if resolved["max_size"] is _DERIVED:
+            resolved["max_size"] = 1 if on_lambda else 4
+        if resolved["idle_session_timeout"] is _DERIVED:
+            direct = resolved["proxy_mode"] == "direct"
+            resolved["idle_session_timeout"] = 900.0 if on_lambda and direct else 0.0
+        if resolved["prepare_threshold"] is _DERIVED:
+            resolved["prepare_threshold"] = 5 if resolved["proxy_mode"] == "direct" else None
+        if resolved["min_size"] > resolved["max_size"]:
+            raise SettingsError(
+                f"min_size ({resolved['min_size']}) must not exceed"
+                f" max_size ({resolved['max_size']})"
+            )
+        if resolved["retry_backoff"] > resolved["retry_backoff_max"]:
+            raise SettingsError(
+                f"retry_backoff ({resolved['retry_backoff']}) must not exceed"
+                f" retry_backoff_max ({resolved['retry_backoff_max']})"
+            )
+        return cls(**resolved)
+
+    def replace(self, **changes: object) -> PoolSettings:
+        """A copy with `changes` validated through the schema."""
+        parsed = {k: _parse(_known(k), v, "keyword argument") for k, v in changes.items()}
+        return replace(self, **parsed)
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def uses_session_state(self) -> bool:
+        """Whether the pool may set session parameters at connect time."""
+        return self.proxy_mode == "direct"
+
+
+def _known(name: str) -> Setting:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise SettingsError(_unknown_message(name, "keyword argument")) from None
+
+
+def _parse(setting: Setting, value: object, source: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as err:
+        where = setting.env_var if source == "environment variable" else setting.name
+        raise SettingsError(f"{source} {where}: {err}, got {_show(value)}") from None
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unknown_message(name: str, source: str) -> str:
+    message = f"unknown {source} {name!r}"
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    else:
+        message += f"; known settings: {', '.join(sorted(_BY_NAME))}"
+    return message
