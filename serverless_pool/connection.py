@@ -16,6 +16,7 @@ Two things need to happen *inside* psycopg's execution path, so they live here:
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from psycopg import pq
 from psycopg._connection_base import BaseConnection
 from psycopg.rows import Row
 
-from .liveness import socket_is_quiet
+from .liveness import watch_socket
 
 __all__ = [
     "PooledClientCursor",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 _IDLE = pq.TransactionStatus.IDLE
+_OK = pq.ConnStatus.OK
 
 # First word of a command tag that leaves state in the session after the statement.
 _SESSION_TAGS = frozenset(
@@ -79,13 +81,26 @@ class PooledConnection(psycopg.Connection[Row]):
     # Whether statements are watched for session changes (reset_on_return="auto").
     _sp_track: bool = False
 
+    # (fd, poll object) for the current server connection's socket, made once.
+    _sp_watch: tuple[int, select.poll] | None = None
+
+    def _sp_socket_quiet(self) -> bool:
+        """`socket_is_quiet()`, with the poll object kept between calls."""
+        pgconn = self.pgconn
+        if pgconn.status != _OK:
+            return False
+        watch = self._sp_watch
+        if watch is None or watch[0] != pgconn.socket:
+            watch = self._sp_watch = watch_socket(pgconn.socket)
+        return not watch[1].poll(0)
+
     def _sp_before_statement(self) -> None:
         """Run by cursors before the first statement of a borrow."""
         self._sp_fresh = False
         if (
             self._sp_replace is not None
             and self.pgconn.transaction_status == _IDLE
-            and not socket_is_quiet(self.pgconn)
+            and not self._sp_socket_quiet()
         ):
             self._sp_replace(self, "dead_on_first_statement")
 
@@ -110,6 +125,16 @@ class PooledConnection(psycopg.Connection[Row]):
         self._prepared.clear()
         other.pgconn = dead
         other.close()
+
+    def _sp_forget_prepared(self) -> None:
+        """Forget psycopg's prepared statements: a DISCARD ALL is about to drop them.
+
+        psycopg notices a DISCARD ALL only the first time its text is run, so after a
+        few resets it would still use statements the server no longer has. Forgetting
+        them first also saves the DEALLOCATE ALL psycopg would send afterwards.
+        """
+        self._prepared.clear()
+        self._prepared._to_flush.clear()
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
         if self._sp_fresh:

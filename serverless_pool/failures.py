@@ -31,6 +31,7 @@ _KINDS: Final = (
     ('role "', "unknown role"),
     ('database "', "unknown database"),
     ("could not translate host name", "unknown host"),
+    ("failed to resolve host", "unknown host"),  # psycopg resolves names itself
     ("connection refused", "server unreachable: nothing listens there"),
     ("timeout expired", "server unreachable: connection timed out"),
     ("no route to host", "server unreachable"),

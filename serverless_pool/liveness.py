@@ -19,7 +19,7 @@ import time
 import psycopg
 from psycopg import pq
 
-__all__ = ["ping", "socket_is_quiet"]
+__all__ = ["ping", "socket_is_quiet", "watch_socket"]
 
 _ALARMS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -32,9 +32,14 @@ def socket_is_quiet(pgconn: pq.abc.PGconn) -> bool:
         fd = pgconn.socket
     except psycopg.OperationalError:
         return False
+    return not watch_socket(fd)[1].poll(0)
+
+
+def watch_socket(fd: int) -> tuple[int, select.poll]:
+    """A poll object watching `fd` for anything an idle connection should not see."""
     poller = select.poll()
     poller.register(fd, _ALARMS)
-    return not poller.poll(0)
+    return fd, poller
 
 
 def ping(pgconn: pq.abc.PGconn, timeout: float) -> bool:

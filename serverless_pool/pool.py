@@ -29,7 +29,7 @@ from .connection import PooledConnection, PooledCursor, PooledServerCursor
 from .conninfo import describe_conninfo, parse_conninfo
 from .errors import ConnectionFailed, PoolClosed, PoolError, PoolTimeout, SettingsError
 from .failures import failure_kind, is_transient
-from .liveness import ping, socket_is_quiet
+from .liveness import ping
 from .settings import PoolSettings
 
 __all__ = ["ServerlessPool"]
@@ -120,6 +120,11 @@ class ServerlessPool:
         self._waiting = 0
         self._closed = False
         self._stats = st.PoolStats()
+        self._counts = self._stats.counts
+        # A connection used this recently needs no ping and cannot be idle too long.
+        self._recent = min(self.settings.ping_after_idle, self.settings.max_idle)
+        self._reset_always = self.settings.reset_on_return == "always"
+        self._reset_dirty = self.settings.reset_on_return == "auto"
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -137,8 +142,31 @@ class ServerlessPool:
         Waits at most `timeout` seconds (default: the ``acquire_timeout`` setting, and
         never past the deadline of the current invocation) and raises `PoolTimeout`.
         """
-        settings = self.settings
         now = time.monotonic()
+        with self._lock:
+            # The common case, under one lock: the most recently used connection is
+            # young, was used moments ago, and its socket is quiet.
+            if self._idle and not self._closed:
+                entry = self._idle[-1]
+                conn = entry.conn
+                if (
+                    now - entry.last_used < self._recent
+                    and now < entry.expires_at
+                    and conn._sp_socket_quiet()
+                ):
+                    self._idle.pop()
+                    self._out[id(conn)] = entry
+                    counts = self._counts
+                    counts[st.BORROWS] += 1
+                    counts[st.REUSED] += 1
+                    conn._sp_fresh = True
+                    conn._sp_dirty = False
+                    return conn
+        return self._acquire_checked(now, timeout)
+
+    def _acquire_checked(self, now: float, timeout: float | None) -> PooledConnection[TupleRow]:
+        """Borrow the slow way: expire, ping, connect, or wait, as needed."""
+        settings = self.settings
         deadline = now + (settings.acquire_timeout if timeout is None else timeout)
         outer = _deadline.current_deadline()
         if outer is not None and outer < deadline:
@@ -224,6 +252,7 @@ class ServerlessPool:
         An open transaction is rolled back, session state the borrower changed is reset,
         and a connection in a state that cannot be cleaned is closed instead.
         """
+        now = time.monotonic()
         with self._lock:
             entry = self._out.pop(id(conn), None)
             if entry is None or entry.conn is not conn:
@@ -233,6 +262,14 @@ class ServerlessPool:
                     f"this connection is not on loan from the pool {self.name!r}"
                     " (returned twice, or borrowed elsewhere)"
                 )
+            if now < entry.expires_at and not self._closed and self._is_clean(entry.conn):
+                # Nothing to undo: straight back on the stack.
+                entry.conn._sp_fresh = False
+                entry.last_used = now
+                self._idle.append(entry)
+                if self._waiting:
+                    self._cond.notify()
+                return
             self._pending += 1
         reason: str | None
         try:
@@ -256,6 +293,19 @@ class ServerlessPool:
                     self._cond.notify()
             if not keep:
                 self._discard(entry, reason)
+
+    def reclaim(self) -> int:
+        """Take back every connection still on loan, as `release()` would; returns how many.
+
+        For the end of a unit of work (a Lambda invocation) whose borrowers are all done:
+        a connection the app forgot to return is cleaned and reused, not leaked.
+        """
+        with self._lock:
+            loans = [entry.conn for entry in self._out.values()]
+        for conn in loans:
+            with contextlib.suppress(PoolError):  # returned meanwhile by its borrower
+                self.release(conn)
+        return len(loans)
 
     def warm(self, count: int | None = None, timeout: float | None = None) -> int:
         """Open connections ahead of use (e.g. in Lambda's init phase).
@@ -352,7 +402,7 @@ class ServerlessPool:
         if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
             self._discard(entry, st.BAD_STATE)
             return False
-        if not socket_is_quiet(pgconn):
+        if not entry.conn._sp_socket_quiet():
             # Usually the server's goodbye; a stray notice would pass the ping.
             self._stats.add(st.PINGS)
             if not ping(pgconn, self.settings.ping_timeout):
@@ -365,6 +415,21 @@ class ServerlessPool:
                 return False
         self._stats.add(st.REUSED)
         return True
+
+    def _is_clean(self, conn: PooledConnection[Any]) -> bool:
+        """Whether a returned connection needs no cleaning at all (checked under the lock)."""
+        pgconn = conn.pgconn
+        return (
+            pgconn.status == _OK
+            and pgconn.transaction_status == _IDLE
+            and not (conn._sp_dirty and self._reset_dirty)
+            and not self._reset_always
+            and conn.autocommit is self.settings.autocommit
+            and conn.isolation_level is None
+            and conn.read_only is None
+            and conn.deferrable is None
+            and conn.prepare_threshold == self.settings.prepare_threshold
+        )
 
     def _reset(self, entry: _Entry) -> str | None:
         """Clean a returned connection; the reason to discard it, or None to keep it."""
@@ -383,6 +448,19 @@ class ServerlessPool:
                 return st.BAD_STATE
             self._stats.add(st.ROLLBACKS)
         settings = self.settings
+        mode = settings.reset_on_return
+        if mode == "always" or (mode == "auto" and conn._sp_dirty):
+            try:
+                # DISCARD ALL refuses to run in a transaction block. psycopg's cache of
+                # prepared statements is emptied first: otherwise it would go on using
+                # statements that DISCARD ALL dropped on the server.
+                conn.autocommit = True
+                conn._sp_forget_prepared()
+                conn.execute("DISCARD ALL", prepare=False)
+            except psycopg.Error:
+                return st.RESET_FAILED
+            conn._sp_dirty = False
+            self._stats.add(st.RESETS)
         try:
             if conn.autocommit is not settings.autocommit:
                 conn.autocommit = settings.autocommit
@@ -396,14 +474,6 @@ class ServerlessPool:
             return st.BAD_STATE
         if conn.prepare_threshold != settings.prepare_threshold:
             conn.prepare_threshold = settings.prepare_threshold
-        mode = settings.reset_on_return
-        if mode == "always" or (mode == "auto" and conn._sp_dirty):
-            try:
-                conn.execute("DISCARD ALL")
-            except psycopg.Error:
-                return st.RESET_FAILED
-            conn._sp_dirty = False
-            self._stats.add(st.RESETS)
         return None
 
     def _discard(self, entry: _Entry, reason: str | None) -> None:
@@ -485,6 +555,13 @@ class ServerlessPool:
         except psycopg.ProgrammingError as err:
             # A bad connection string from a callable: say so without echoing it.
             raise SettingsError(f"conninfo: {_reason(err)}") from None
+        except psycopg.OperationalError as err:
+            # libpq and psycopg quote parameter values back in their messages; should
+            # one of them ever be the password, it must not travel further.
+            secret = str(extra.get("password") or params.get("password") or "")
+            if secret and secret in str(err):
+                raise psycopg.OperationalError(str(err).replace(secret, "…")) from None
+            raise
         conn.cursor_factory = PooledCursor
         conn.server_cursor_factory = PooledServerCursor
         conn._sp_track = settings.reset_on_return == "auto" and settings.uses_session_state

@@ -243,16 +243,46 @@ class PostgresServer:
         return [Backend(*row) for row in rows]
 
     def terminate_backends(
-        self, *, application_name: str | None = None, pids: Sequence[int] | None = None
+        self,
+        *,
+        application_name: str | None = None,
+        pids: Sequence[int] | None = None,
+        admin: psycopg.Connection[Any] | None = None,
     ) -> int:
-        """End client backends (like an idle timeout or an operator would); returns how many."""
+        """End client backends (like an idle timeout or an operator would); returns how many.
+
+        Returns once each backend process has exited, so its socket is closed and the
+        client's kernel has seen the end of the connection.
+        """
         if pids is None:
             pids = [b.pid for b in self.backends(application_name=application_name)]
-        ended = 0
-        for pid in pids:
-            rows = self.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
-            ended += bool(rows and rows[0][0])
-        return ended
+        with contextlib.ExitStack() as stack:
+            if admin is None:
+                admin = stack.enter_context(self.superuser_connection())
+            ended = [
+                pid
+                for pid in pids
+                if admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            ]
+        for pid in ended:
+            self.wait_process_gone(pid)
+        return len(ended)
+
+    @staticmethod
+    def wait_process_gone(pid: int, timeout: float = 10.0) -> None:
+        """Wait (bounded) until a server process has exited.
+
+        ``pg_terminate_backend(pid, timeout)`` would do this too, but it polls in 100 ms
+        steps; a local process can be watched directly.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.0005)
+        raise TimeoutError(f"server process {pid} still runs after {timeout} s")
 
     def set_max_connections(self, value: int, reserved: int = 3) -> None:
         """Change ``max_connections`` (and the superuser reserve) and restart."""

@@ -1,0 +1,244 @@
+"""Borrow + ``SELECT 1`` + return, for each way of holding a PostgreSQL connection.
+
+Every strategy is measured in the same run against the same throwaway server, in
+interleaved rounds (each round runs a batch of every strategy in turn), so machine noise
+hits all of them alike. Printed: median and p99 in microseconds, the ratio of each
+median to the held raw connection, and the failure rate when the server ends the
+backend between requests.
+
+    python bench/bench_core.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import sqlalchemy
+
+from serverless_pool import ServerlessPool
+from serverless_pool.testing.postgres import PostgresServer
+
+Request = Callable[[], object]
+
+
+class Strategy:
+    """One way to serve a request: `request()` runs borrow + SELECT 1 + return."""
+
+    def __init__(self, name: str, request: Request, close: Callable[[], object]) -> None:
+        self.name = name
+        self.request = request
+        self.close = close
+        self.samples: list[float] = []
+
+
+def _held(conninfo: str) -> Strategy:
+    conn = psycopg.connect(conninfo, autocommit=True)
+
+    def request() -> object:
+        return conn.execute("SELECT 1").fetchone()
+
+    return Strategy("held raw psycopg connection", request, conn.close)
+
+
+def _connect_per_request(conninfo: str) -> Strategy:
+    def request() -> object:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            return conn.execute("SELECT 1").fetchone()
+
+    return Strategy("connect per request", request, lambda: None)
+
+
+def _psycopg_pool(conninfo: str, check: bool) -> Strategy:
+    pool = psycopg_pool.ConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=1,
+        kwargs={"autocommit": True},
+        check=psycopg_pool.ConnectionPool.check_connection if check else None,
+        open=True,
+    )
+
+    def request() -> object:
+        with pool.connection() as conn:
+            return conn.execute("SELECT 1").fetchone()
+
+    name = "psycopg_pool, check=check_connection" if check else "psycopg_pool, no check"
+    return Strategy(name, request, pool.close)
+
+
+def _sqlalchemy(url: str) -> Strategy:
+    engine = sqlalchemy.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://"), pool_size=1, pool_pre_ping=True
+    )
+
+    def request() -> object:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT 1").fetchone()
+
+    return Strategy("SQLAlchemy QueuePool + pool_pre_ping", request, engine.dispose)
+
+
+def _ours(conninfo: str) -> Strategy:
+    pool = ServerlessPool(conninfo, max_size=1, application_name="bench")
+
+    def request() -> object:
+        with pool.connection() as conn:
+            return conn.execute("SELECT 1").fetchone()
+
+    return Strategy("ServerlessPool (socket check on)", request, pool.close)
+
+
+def _measure(strategies: list[Strategy], rounds: int, batch: dict[str, int]) -> None:
+    for strategy in strategies:  # warm up: connections open, caches primed
+        for _ in range(20):
+            strategy.request()
+    clock = time.perf_counter_ns
+    for round_no in range(rounds):
+        # rotate the order so no strategy always runs right after a slow one
+        order = strategies[round_no % len(strategies) :] + strategies[: round_no % len(strategies)]
+        for strategy in order:
+            request = strategy.request
+            samples = strategy.samples
+            for _ in range(batch.get(strategy.name, batch["default"])):
+                start = clock()
+                request()
+                samples.append((clock() - start) / 1000)
+
+
+def _failure_rate(
+    server: PostgresServer, make: Callable[[], Strategy], requests: int
+) -> tuple[int, int]:
+    """Requests that failed when the server ended every backend before each request."""
+    strategy = make()
+    failures = 0
+    try:
+        with server.superuser_connection() as admin:
+            strategy.request()
+            for _ in range(requests):
+                pids = [
+                    r[0]
+                    for r in admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE usename = 'app'"
+                    ).fetchall()
+                ]
+                server.terminate_backends(pids=pids, admin=admin)
+                try:
+                    strategy.request()
+                except Exception:
+                    failures += 1
+    finally:
+        with suppress(Exception):
+            strategy.close()
+    return failures, requests
+
+
+def import_overhead_ms(runs: int = 15) -> float:
+    """Median extra milliseconds to import serverless_pool once psycopg is imported."""
+    code = (
+        "import time, psycopg; t = time.perf_counter(); import serverless_pool;"
+        " print(time.perf_counter() - t)"
+    )
+    times = [
+        float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(runs)
+    ]
+    return statistics.median(times) * 1000
+
+
+@contextmanager
+def _server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[str, Any]]:
+    """Measure every strategy; one row each, the held connection first."""
+    context: AbstractContextManager[PostgresServer] = (
+        _server() if server is None else _nullcontext(server)
+    )
+    with context as pg:
+        conninfo, url = pg.conninfo(), pg.url()
+        makers: list[Callable[[], Strategy]] = [
+            lambda: _held(conninfo),
+            lambda: _ours(conninfo),
+            lambda: _psycopg_pool(conninfo, check=False),
+            lambda: _psycopg_pool(conninfo, check=True),
+            lambda: _sqlalchemy(url),
+            lambda: _connect_per_request(conninfo),
+        ]
+        strategies = [make() for make in makers]
+        rounds = 10 if quick else 40
+        per_batch = 100 if quick else 250
+        _measure(
+            strategies,
+            rounds,
+            {"default": per_batch, "connect per request": max(5, per_batch // 25)},
+        )
+        for strategy in strategies:
+            strategy.close()
+        held = statistics.median(strategies[0].samples)
+        fault_requests = {"ServerlessPool (socket check on)": 200 if quick else 1000}
+        rows = []
+        for make, strategy in zip(makers, strategies, strict=True):
+            samples = sorted(strategy.samples)
+            failed, total = _failure_rate(
+                pg, make, fault_requests.get(strategy.name, 50 if quick else 200)
+            )
+            median = statistics.median(samples)
+            rows.append(
+                {
+                    "strategy": strategy.name,
+                    "median_us": median,
+                    "p99_us": samples[int(len(samples) * 0.99) - 1],
+                    "ratio": median / held,
+                    "samples": len(samples),
+                    "failed": failed,
+                    "fault_requests": total,
+                }
+            )
+    return rows
+
+
+class _nullcontext(AbstractContextManager[PostgresServer]):
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+
+    def __enter__(self) -> PostgresServer:
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| strategy | median µs | p99 µs | × held | failed when the server ends the backend |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['strategy']} | {row['median_us']:.0f} | {row['p99_us']:.0f}"
+            f" | {row['ratio']:.2f} | {row['failed']}/{row['fault_requests']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (for a smoke run)")
+    args = parser.parse_args()
+    rows = run(quick=args.quick)
+    print(format_table(rows))
+    print(f"\nimport serverless_pool after psycopg: +{import_overhead_ms():.1f} ms (median)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""What a borrower leaves behind never reaches the next borrower or stays on the server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from psycopg import pq
+from psycopg.rows import dict_row
+
+from serverless_pool import ServerlessPool
+from serverless_pool.testing.postgres import PostgresServer
+
+
+def _states(postgres: PostgresServer, app_name: str) -> list[str | None]:
+    return [b.state for b in postgres.backends(application_name=app_name)]
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_borrow_that_raised_leaves_no_transaction_open(
+    postgres: PostgresServer,
+    make_pool: Callable[..., ServerlessPool],
+    app_name: str,
+    autocommit: bool,
+) -> None:
+    pool = make_pool(autocommit=autocommit)
+
+    def request_that_fails() -> None:
+        with pool.connection() as conn:
+            if autocommit:
+                conn.execute("BEGIN")
+            conn.execute("CREATE TABLE IF NOT EXISTS left_open (x int)")
+            conn.execute("INSERT INTO left_open VALUES (1)")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        request_that_fails()
+    assert _states(postgres, app_name) == ["idle"]
+    assert pool.stats()["rollbacks"] == 1
+    with pool.connection() as conn:
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT to_regclass('left_open')").fetchone() == (None,)
+
+
+def test_a_failed_statement_in_a_transaction_is_rolled_back_on_return(
+    postgres: PostgresServer, make_pool: Callable[..., ServerlessPool], app_name: str
+) -> None:
+    pool = make_pool(autocommit=False)
+    with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        assert conn.info.transaction_status == pq.TransactionStatus.INERROR
+    assert _states(postgres, app_name) == ["idle"]
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_explicit_transactions_commit(pool: ServerlessPool) -> None:
+    with pool.connection() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS committed (x int)")
+        with conn.transaction():
+            conn.execute("INSERT INTO committed VALUES (42)")
+    with pool.connection() as conn:
+        assert conn.execute("SELECT x FROM committed").fetchall() == [(42,)]
+        conn.execute("DROP TABLE committed")
+
+
+def test_connection_attributes_changed_by_a_borrower_are_restored(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        conn.autocommit = False
+        conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        conn.read_only = True
+        conn.prepare_threshold = None
+        conn.execute("SELECT 1")
+    with pool.connection() as conn:
+        assert conn.autocommit is True
+        assert conn.isolation_level is None
+        assert conn.read_only is None
+        assert conn.prepare_threshold == 5
+
+
+@pytest.mark.parametrize(
+    ("dirty", "check", "clean"),
+    [
+        ("SET work_mem = '7MB'", "SHOW work_mem", ("4MB",)),
+        ("SELECT set_config('work_mem', '7MB', false)", "SHOW work_mem", ("4MB",)),
+        ("SET ROLE app", "SELECT current_user", ("app",)),
+        (
+            "CREATE TEMP TABLE scratch (x int)",
+            "SELECT to_regclass('scratch') IS NULL",
+            (True,),
+        ),
+        (
+            "SELECT pg_advisory_lock(4242)",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+            (0,),
+        ),
+        ("PREPARE mine AS SELECT 1", "SELECT count(*) FROM pg_prepared_statements", (0,)),
+        ("LISTEN channel_x", "SELECT count(*) FROM pg_listening_channels()", (0,)),
+    ],
+)
+def test_session_state_does_not_leak_to_the_next_borrower(
+    make_pool: Callable[..., ServerlessPool], dirty: str, check: str, clean: tuple[object]
+) -> None:
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        pid = conn.info.backend_pid
+        conn.execute(dirty)
+    with pool.connection() as conn:
+        assert conn.info.backend_pid == pid  # the same session, cleaned
+        assert conn.execute(check).fetchone() == clean
+    assert pool.stats()["resets"] == 1
+
+
+def test_plain_queries_cost_no_reset(pool: ServerlessPool) -> None:
+    for _ in range(5):
+        with pool.connection() as conn:
+            conn.execute("SELECT 1").fetchone()
+            conn.execute("SELECT %s::int", (3,)).fetchone()
+    assert "resets" not in pool.stats()
+
+
+def test_reset_always_and_never(make_pool: Callable[..., ServerlessPool]) -> None:
+    always = make_pool(reset_on_return="always")
+    for _ in range(3):
+        with always.connection() as conn:
+            conn.execute("SELECT 1")
+    assert always.stats()["resets"] == 3
+
+    never = make_pool(reset_on_return="never", max_size=1)
+    with never.connection() as conn:
+        conn.execute("SET work_mem = '7MB'")
+    with never.connection() as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("7MB",)
+
+
+def test_prepared_statements_survive_a_reset(make_pool: Callable[..., ServerlessPool]) -> None:
+    """DISCARD ALL drops server-side prepared statements; psycopg must not reuse them."""
+    pool = make_pool(max_size=1, prepare_threshold=0)
+    for _ in range(3):
+        with pool.connection() as conn:
+            assert conn.execute("SELECT %s::int + 1", (1,)).fetchone() == (2,)
+            conn.execute("SET work_mem = '5MB'")  # forces a DISCARD ALL on return
+    assert pool.stats()["resets"] == 3
+
+
+def test_row_factory_changes_are_scoped_to_the_borrow(pool: ServerlessPool) -> None:
+    with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        assert cur.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1 AS one").fetchone() == (1,)
+
+
+def test_a_connection_closed_by_its_borrower_is_replaced(pool: ServerlessPool) -> None:
+    with pool.connection() as conn:
+        conn.close()
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pool.stats()["replaced_bad_state"] == 1
+
+
+def test_an_unfinished_stream_is_not_reused(pool: ServerlessPool) -> None:
+    with pool.connection() as conn:
+        rows = conn.cursor().stream("SELECT generate_series(1, 100000)")
+        assert next(rows) == (1,)
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pool.stats()["replaced_bad_state"] == 1
