@@ -1,0 +1,24 @@
+"""Run a WSGI or ASGI app on AWS Lambda with the pool's per-invocation lifecycle.
+
+``from serverless_pool.aws_lambda import make_handler``; ``handler = make_handler(app)``.
+
+Importing this package imports neither Django nor Flask, and Mangum or apig-wsgi only
+when a handler for that kind of app is made.
+"""
+
+from __future__ import annotations
+
+from .context import LambdaContext
+from .handler import LambdaHandler, make_handler
+from .statement_timeout import DeadlineClientCursor, DeadlineCursor, use_deadline_cursors
+from .warmup import is_warmup
+
+__all__ = [
+    "DeadlineClientCursor",
+    "DeadlineCursor",
+    "LambdaContext",
+    "LambdaHandler",
+    "is_warmup",
+    "make_handler",
+    "use_deadline_cursors",
+]

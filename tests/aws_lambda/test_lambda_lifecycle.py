@@ -1,0 +1,265 @@
+"""The per-invocation lifecycle around the app, against the shared PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import decode_response, load_event, make_context
+from flask import Flask, jsonify
+
+from serverless_pool import PoolTimeout, ServerlessPool
+from serverless_pool.aws_lambda import make_handler, use_deadline_cursors
+from serverless_pool.testing.postgres import APP_PASSWORD, PostgresServer
+
+MakePool = Callable[..., ServerlessPool]
+
+
+def v2_event(path: str) -> dict[str, Any]:
+    event = load_event("http_api_v2")
+    event.update(rawPath=path, rawQueryString="", body="", isBase64Encoded=False)
+    event.pop("queryStringParameters")
+    event["requestContext"]["http"].update(method="GET", path=path)
+    return event
+
+
+def call(handler: Callable[..., Any], path: str, remaining_ms: int = 30_000) -> Any:
+    status, _headers, body = decode_response(handler(v2_event(path), make_context(remaining_ms)))
+    return status, json.loads(body) if body else None
+
+
+def test_deadline_bounds_the_wait_for_a_connection(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1, acquire_timeout=60)
+    app = Flask("deadline")
+
+    @app.route("/two")
+    def two() -> Any:
+        with pool.connection():
+            started = time.monotonic()
+            try:
+                with pool.connection():
+                    return jsonify(error=None)
+            except PoolTimeout as err:
+                return jsonify(error=str(err), waited=time.monotonic() - started)
+
+    handler = make_handler(app, deadline_margin=0.5)
+    status, body = call(handler, "/two", remaining_ms=1500)
+    assert status == 200
+    assert body["error"]
+    assert "no free connection" in body["error"]
+    # Bounded by the invocation (1.5 s - 0.5 s margin), not by acquire_timeout=60.
+    assert body["waited"] < 30
+
+
+def test_leaked_connection_is_returned_rolled_back_and_reused(
+    make_pool: MakePool, postgres: PostgresServer, app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = make_pool(max_size=1)
+    app = Flask("leak")
+
+    @app.route("/leak")
+    def leak() -> Any:
+        conn = pool.acquire()  # never released: the bug under test
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1")
+        return jsonify(pid=conn.info.backend_pid)
+
+    handler = make_handler(app)
+    with caplog.at_level(logging.WARNING, logger="serverless_pool"):
+        status, first = call(handler, "/leak")
+    assert status == 200
+    assert pool.stats()["pool_in_use"] == 0
+    assert "still borrowed" in caplog.text
+    (backend,) = postgres.backends(application_name=app_name)
+    assert backend.state == "idle"  # the transaction was rolled back, not left open
+    _status, second = call(handler, "/leak")
+    assert second["pid"] == first["pid"]  # the same connection, reused
+    assert pool.stats()["rollbacks"] >= 2
+
+
+def test_warmup_events_do_not_reach_the_app(
+    make_pool: MakePool, postgres: PostgresServer, app_name: str
+) -> None:
+    pool = make_pool()
+    calls = []
+    app = Flask("warm")
+
+    @app.route("/")
+    def index() -> Any:
+        calls.append(1)
+        return "ok"
+
+    handler = make_handler(app, warmup_connect=True)
+    result = handler(load_event("scheduled_event"), make_context())
+    assert (result["warmup"], result["coldStart"]) == (True, True)
+    assert result["idleConnections"] >= 1  # every live pool of the process counts
+    assert handler(json.loads('{"serverless-pool-warmup": true}'), make_context())["warmup"]
+    assert calls == []
+    assert len(postgres.backends(application_name=app_name)) == 1
+    assert pool.stats()["pool_available"] == 1
+    custom = make_handler(app, warmup_marker="ping")
+    assert custom({"ping": 1}, make_context())["idleConnections"] == 0
+
+
+def test_emf_line_per_invocation(make_pool: MakePool) -> None:
+    pool = make_pool(password=APP_PASSWORD)
+    app = Flask("metrics")
+
+    @app.route("/q")
+    def query() -> Any:
+        with pool.connection() as conn:
+            return jsonify(conn.execute("SELECT 1").fetchone())
+
+    stream = io.StringIO()
+    handler = make_handler(app, metrics=True, metrics_stream=stream, metrics_namespace="Tests")
+    call(handler, "/q")
+    call(handler, "/q")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Tests"
+    names = {m["Name"] for m in first["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"PoolHits", "NewConnections", "ReplacedConnections", "WaitTime"} <= names
+    assert (first["ColdStart"], first["NewConnections"], first["PoolHits"]) == (1, 1, 0)
+    assert (second["ColdStart"], second["NewConnections"], second["PoolHits"]) == (0, 0, 1)
+    assert pool.name in second["Pools"]
+    assert APP_PASSWORD not in stream.getvalue()
+
+
+def test_connect_on_init_opens_the_connection_before_the_first_event(
+    make_pool: MakePool, postgres: PostgresServer, app_name: str
+) -> None:
+    make_pool()
+    make_handler(Flask("init"), connect_on_init=True)
+    assert len(postgres.backends(application_name=app_name)) == 1
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_statement_timeout_follows_the_deadline_in_transactions(
+    make_pool: MakePool, enabled: bool
+) -> None:
+    pool = make_pool(configure=use_deadline_cursors)
+    app = Flask("stmt")
+
+    @app.route("/slow")
+    def slow() -> Any:
+        with pool.connection() as conn:
+            outside = conn.execute("SHOW statement_timeout").fetchone()
+            started = time.monotonic()
+            try:
+                with conn.transaction():
+                    inside = conn.execute("SHOW statement_timeout").fetchone()
+                    conn.execute("SELECT pg_sleep(%s)", (0.1 if not enabled else 30,))
+            except psycopg.errors.QueryCanceled:
+                return jsonify(canceled=True, inside=inside, outside=outside,
+                               took=time.monotonic() - started)  # fmt: skip
+            return jsonify(canceled=False, inside=inside, outside=outside)
+
+    handler = make_handler(app, statement_timeout=enabled, deadline_margin=0.5)
+    status, body = call(handler, "/slow", remaining_ms=2000)
+    assert status == 200
+    assert body["outside"] == ["0"]  # autocommit statements are left alone
+    if enabled:
+        assert body["canceled"] is True
+        assert body["inside"] != ["0"]
+        assert body["took"] < 25
+        # SET LOCAL is not session state: no DISCARD ALL on return.
+        assert pool.stats().get("resets", 0) == 0
+    else:
+        assert body == {"canceled": False, "inside": ["0"], "outside": ["0"]}
+
+
+def test_asgi_lifespan_runs_once_per_instance() -> None:
+    from lambda_apps import AsgiEchoApp
+    from mangum import Mangum
+
+    app = AsgiEchoApp()
+    handler = make_handler(app)
+    for _ in range(3):
+        status, body = call(handler, "/echo/x")
+        assert status == 200
+        assert body["state"] == {"started": 1}
+    assert (app.startups, app.shutdowns) == (1, 0)
+    handler.close()
+    assert (app.startups, app.shutdowns) == (1, 1)
+
+    # The trap avoided: Mangum's default runs startup and shutdown around every event.
+    trap = AsgiEchoApp()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        mangum = Mangum(trap)
+        for _ in range(3):
+            mangum(v2_event("/echo/x"), make_context())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert (trap.startups, trap.shutdowns) == (3, 3)
+
+
+def test_loop_bound_client_survives_warm_invocations(postgres: PostgresServer) -> None:
+    """An async connection made in lifespan startup serves every later invocation."""
+    conninfo = postgres.conninfo()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["conn"] = await psycopg.AsyncConnection.connect(conninfo)
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await scope["state"]["conn"].close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await receive()
+        cur = await scope["state"]["conn"].execute("SELECT pg_backend_pid()")
+        (pid,) = await cur.fetchone()  # type: ignore[misc]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": json.dumps(pid).encode()})
+
+    handler = make_handler(app)
+    try:
+        pids = {call(handler, "/")[1]}
+        asyncio.run(asyncio.sleep(0))  # another library's asyncio.run resets the loop
+        pids.add(call(handler, "/")[1])
+        pids.add(call(handler, "/")[1])
+    finally:
+        handler.close()
+    assert len(pids) == 1
+
+
+def test_import_is_light_and_warning_free() -> None:
+    code = (
+        "import sys, serverless_pool.aws_lambda\n"
+        "bad = [m for m in ('django', 'flask', 'mangum', 'apig_wsgi') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, timeout=60)
+
+
+def test_connect_on_init_survives_a_database_that_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from serverless_pool.testing.postgres import free_port
+
+    pool = ServerlessPool(
+        f"host=127.0.0.1 port={free_port()} dbname=shop user=shop password=hunter2-secret",
+        connect_timeout=1,
+        acquire_timeout=1,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="serverless_pool"):
+            make_handler(Flask("down"), connect_on_init=True)
+    finally:
+        pool.close()
+    assert "could not connect ahead of use" in caplog.text
+    assert "hunter2-secret" not in caplog.text

@@ -1,0 +1,170 @@
+"""``serverless-pool check``: the server, the settings, the budget; exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from cli_subprocess import clean_env, run_cli
+
+from serverless_pool.testing.postgres import APP_PASSWORD, PostgresServer
+
+SECRET = "s3cret-not-for-logs"
+
+
+def test_check_prints_the_server_target_and_budget_and_passes(postgres: PostgresServer) -> None:
+    result = run_cli("check", "--url", postgres.url())
+    assert result.code == 0, result.output
+    version = postgres.execute("SHOW server_version")[0][0]
+    assert f"server:   PostgreSQL {version}" in result.out
+    assert f"target:   host=127.0.0.1 port={postgres.port} dbname=app user=app" in result.out
+    assert "  max_connections             100" in result.out
+    assert "  reserved (superuser)        3" in result.out
+    assert "  usable slots                97" in result.out
+    assert "result:   ok" in result.out
+    assert APP_PASSWORD not in result.output
+
+
+def test_check_shows_the_effective_settings_with_their_sources(postgres: PostgresServer) -> None:
+    env = clean_env(SERVERLESS_POOL_MAX_IDLE="30")
+    result = run_cli("check", "--url", postgres.url(), "--max-size", "2", env=env)
+    assert result.code == 0, result.output
+    lines = result.out.splitlines()
+    assert any(line.split() == ["max_size", "2", "argument", "--max-size"] for line in lines)
+    assert any(
+        line.split() == ["max_idle", "30", "environment", "SERVERLESS_POOL_MAX_IDLE"]
+        for line in lines
+    )
+    assert any(line.split() == ["min_size", "0", "default"] for line in lines)
+
+
+def test_check_says_how_many_instances_fit_at_this_max_size(postgres: PostgresServer) -> None:
+    result = run_cli("check", "--url", postgres.url(), "--max-size", "4")
+    assert result.code == 0, result.output
+    assert "up to 24 instances fit in 97 usable slots" in result.out
+
+
+def test_a_fleet_that_fits_the_budget_passes(postgres: PostgresServer) -> None:
+    result = run_cli(
+        "check", "--url", postgres.url(), "--max-size", "1", "--expected-instances", "90"
+    )
+    assert result.code == 0, result.output
+    assert "fits: max_size 1 x 90 instances = 90 connections <= 97 usable slots" in result.out
+
+
+def test_a_fleet_that_does_not_fit_the_budget_exits_1(postgres: PostgresServer) -> None:
+    result = run_cli(
+        "check", "--url", postgres.url(), "--max-size", "2", "--expected-instances", "50"
+    )
+    assert result.code == 1, result.output
+    assert "DOES NOT FIT: max_size 2 x 50 instances = 100 connections > 97" in result.out
+    assert "result:   1 problem(s)" in result.out
+
+
+def test_the_url_comes_from_the_environment_when_not_given(postgres: PostgresServer) -> None:
+    env = clean_env(SERVERLESS_POOL_DATABASE_URL=postgres.conninfo())
+    result = run_cli("check", env=env)
+    assert result.code == 0, result.output
+    assert f"port={postgres.port}" in result.out
+    assert APP_PASSWORD not in result.output
+
+
+def test_a_wrong_password_exits_1_and_is_never_printed(postgres: PostgresServer) -> None:
+    result = run_cli("check", "--url", postgres.url(password=SECRET))
+    assert result.code == 1, result.output
+    assert "UNREACHABLE" in result.out
+    assert "wrong password or user" in result.out
+    assert SECRET not in result.output
+
+
+def test_an_unreachable_server_exits_1(postgres: PostgresServer) -> None:
+    url = f"postgresql://app:{SECRET}@127.0.0.1:1/app?connect_timeout=2"
+    result = run_cli("check", "--url", url)
+    assert result.code == 1, result.output
+    assert "server unreachable" in result.out
+    assert SECRET not in result.output
+
+
+def test_no_database_given_is_bad_input() -> None:
+    result = run_cli("check")
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        "serverless-pool check: error: no database given:"
+        " pass --url or set SERVERLESS_POOL_DATABASE_URL"
+    ]
+
+
+def test_a_malformed_connection_string_is_bad_input_without_echoing_it() -> None:
+    result = run_cli("check", "--url", f"host=127.0.0.1 password={SECRET} colour=blue")
+    assert result.code == 2
+    assert "invalid connection option 'colour'" in result.err
+    assert SECRET not in result.output
+
+
+def test_a_setting_out_of_range_names_its_option() -> None:
+    result = run_cli("check", "--url", "postgresql://app@127.0.0.1/app", "--max-size", "0")
+    assert result.code == 2
+    assert result.err.strip() == (
+        "serverless-pool check: error: --max-size: must be at least 1, got '0'"
+    )
+
+
+def test_a_bad_environment_variable_names_the_variable() -> None:
+    env = clean_env(SERVERLESS_POOL_PROXY_MODE="pgpool")
+    result = run_cli("check", "--url", "postgresql://app@127.0.0.1/app", env=env)
+    assert result.code == 2
+    assert "SERVERLESS_POOL_PROXY_MODE" in result.err
+    assert "'direct', 'pgbouncer-transaction', 'rds-proxy'" in result.err
+
+
+def test_rds_proxy_mode_lists_what_would_pin_a_session(postgres: PostgresServer) -> None:
+    result = run_cli("check", "--url", postgres.url(), "--proxy-mode", "rds-proxy")
+    assert result.code == 0, result.output
+    verdicts = {
+        line[2:22].strip(): line[22:33].strip()
+        for line in result.out.splitlines()
+        if line.startswith("  ") and line[22:33].strip() in {"ok", "PINS", "your code"}
+    }
+    assert verdicts == {
+        "startup options": "ok",
+        "session SET": "ok",
+        "prepared statements": "ok",
+        "temporary tables": "your code",
+        "advisory locks": "your code",
+        "session reset": "ok",
+    }
+
+
+def test_rds_proxy_mode_fails_on_settings_that_pin(postgres: PostgresServer) -> None:
+    result = run_cli(
+        "check",
+        "--url",
+        postgres.conninfo(options="-c search_path=public"),
+        "--proxy-mode",
+        "rds-proxy",
+        "--prepare-threshold",
+        "5",
+        "--reset-on-return",
+        "always",
+    )
+    assert result.code == 1, result.output
+    assert "result:   3 problem(s)" in result.out
+    pinned = [line.split("PINS")[0].strip() for line in result.out.splitlines() if "PINS" in line]
+    assert pinned == ["startup options", "prepared statements", "session reset"]
+    assert APP_PASSWORD not in result.output
+
+
+def test_the_console_script_runs_the_same_command(postgres: PostgresServer) -> None:
+    script = shutil.which("serverless-pool")
+    assert script is not None, "the serverless-pool console script is not installed"
+    proc = subprocess.run(
+        [script, "check", "--url", postgres.url()],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "result:   ok" in proc.stdout
+    assert APP_PASSWORD not in proc.stdout + proc.stderr

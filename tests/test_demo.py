@@ -1,0 +1,26 @@
+"""The README's demo runs end to end and shows what it claims."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_demo_shows_the_pool_surviving_what_breaks_a_held_connection() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "held connection failed 4 of 5 requests" in out
+    assert "ServerlessPool failed 0 of 5" in out
+    assert "the shop on the Lambda emulator failed 0 of 4" in out
+    assert "'idle in transaction'" in out and "['idle']" in out
+    assert "app-secret" not in out + done.stderr
