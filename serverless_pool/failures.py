@@ -27,6 +27,8 @@ _TRANSIENT: Final = (
 
 _KINDS: Final = (
     ("password authentication failed", "wrong password or user"),
+    ("sasl authentication failed", "wrong password or user"),  # PgBouncer's wording
+    ("no such database", "unknown database"),  # PgBouncer's wording
     ("no password supplied", "no password given"),
     ('role "', "unknown role"),
     ('database "', "unknown database"),

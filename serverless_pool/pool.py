@@ -539,7 +539,13 @@ class ServerlessPool:
             "prepare_threshold": settings.prepare_threshold,
         }
         if "connect_timeout" not in params:
-            extra["connect_timeout"] = max(2, round(settings.connect_timeout))
+            timeout = settings.connect_timeout
+            outer = _deadline.current_deadline()
+            if outer is not None:
+                # A hanging login (a proxy waiting for its server) must not outlast the
+                # invocation. libpq waits at least 2 s whatever it is told.
+                timeout = min(timeout, outer - time.monotonic())
+            extra["connect_timeout"] = max(2, round(timeout))
         if "application_name" not in params:
             extra["application_name"] = settings.application_name
         if self._password is not None:
