@@ -15,7 +15,6 @@ Two things need to happen *inside* psycopg's execution path, so they live here:
 
 from __future__ import annotations
 
-import re
 import select
 from collections.abc import Callable
 from functools import partial
@@ -41,28 +40,37 @@ __all__ = [
 _IDLE = pq.TransactionStatus.IDLE
 _OK = pq.ConnStatus.OK
 
-# First word of a command tag that leaves state in the session after the statement.
-_SESSION_TAGS = frozenset(
-    {b"SET", b"RESET", b"LISTEN", b"PREPARE", b"DECLARE", b"LOAD", b"CREATE", b"SELECT INTO"}
-)
-# Session state changed through functions; the tag of these is just "SELECT".
-_SESSION_FUNCTIONS = re.compile(r"advisory_lock|set_config|setseed|pg_temp", re.IGNORECASE)
-_SESSION_FUNCTIONS_B = re.compile(rb"advisory_lock|set_config|setseed|pg_temp", re.IGNORECASE)
+# Command tags of statements that leave state in the session after they end.
+_SESSION_TAGS = (
+    b"SET", b"RESET", b"LISTEN", b"PREPARE", b"DECLARE", b"LOAD", b"CREATE", b"DO", b"CALL",
+)  # fmt: skip
 _SEND_FAILURE = ("sending query", "flushing failed")
 
 
-def changes_session_state(command_status: bytes | None, query: object) -> bool:
-    """Whether a statement with this tag and text may have left session state behind."""
+def changes_session_state(command_status: bytes | None, sent: bytes | None) -> bool:
+    """Whether a statement may have left session state behind.
+
+    `command_status` is the tag the server answered; `sent` is the statement text as it
+    went to the server. Errs on the side of "yes": that costs one DISCARD ALL.
+    """
     if command_status is None:
         return False
-    if command_status.split(b" ", 1)[0] in _SESSION_TAGS:
+    if command_status.startswith(_SESSION_TAGS):
         return True
-    if isinstance(query, str):
-        return _SESSION_FUNCTIONS.search(query) is not None
-    if isinstance(query, bytes):
-        return _SESSION_FUNCTIONS_B.search(query) is not None
-    # A composed query (psycopg.sql): look at what was sent, rather than guess.
-    return True
+    # Tagged "SELECT n" but changing the session: advisory locks, set_config(),
+    # setseed(), SELECT INTO and CREATE TABLE AS (temporary tables).
+    if command_status.startswith(b"SELECT") and sent:
+        text = sent.lower()
+        # an explicit chain: a generator expression here costs more than the scans
+        return (
+            b"advisory" in text
+            or b"set_config" in text
+            or b"setseed" in text
+            or b"pg_temp" in text
+            or b" into " in text
+            or text.lstrip().startswith(b"create")
+        )
+    return False
 
 
 class PooledConnection(psycopg.Connection[Row]):
@@ -159,12 +167,15 @@ class PooledCursorMixin:
             self._pgconn = conn.pgconn
         return fresh
 
-    def _sp_track(self, query: object) -> None:
+    def _sp_track(self) -> None:
         conn = self._conn
         if conn._sp_track and not conn._sp_dirty:
             result = self.pgresult  # type: ignore[attr-defined]
-            status = result.command_status if result is not None else None
-            conn._sp_dirty = changes_session_state(status, query)
+            if result is not None:
+                sent = self._query  # type: ignore[attr-defined]
+                conn._sp_dirty = changes_session_state(
+                    result.command_status, sent.query if sent is not None else None
+                )
 
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         fresh = self._sp_sync()
@@ -175,7 +186,7 @@ class PooledCursorMixin:
                 raise
             self._sp_sync()
             rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
-        self._sp_track(query)
+        self._sp_track()
         return rv
 
     def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
@@ -187,7 +198,7 @@ class PooledCursorMixin:
                 raise
             self._sp_sync()
             rv = super().executemany(query, *args, **kwargs)  # type: ignore[misc]
-        self._sp_track(query)
+        self._sp_track()
         return rv
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:

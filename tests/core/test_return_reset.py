@@ -96,9 +96,12 @@ def test_connection_attributes_changed_by_a_borrower_are_restored(
         ),
         (
             "SELECT pg_advisory_lock(4242)",
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+            "SELECT count(*) FROM pg_locks WHERE locktype LIKE 'adv%' AND pid = pg_backend_pid()",
             (0,),
         ),
+        ("CREATE TEMP TABLE made AS SELECT 1 AS x", "SELECT to_regclass('made') IS NULL", (True,)),
+        ("SELECT 1 AS x INTO TEMP picked", "SELECT to_regclass('picked') IS NULL", (True,)),
+        ("SELECT SET_CONFIG('work_mem', '9MB', false)", "SHOW work_mem", ("4MB",)),
         ("PREPARE mine AS SELECT 1", "SELECT count(*) FROM pg_prepared_statements", (0,)),
         ("LISTEN channel_x", "SELECT count(*) FROM pg_listening_channels()", (0,)),
     ],
@@ -121,7 +124,13 @@ def test_plain_queries_cost_no_reset(pool: ServerlessPool) -> None:
         with pool.connection() as conn:
             conn.execute("SELECT 1").fetchone()
             conn.execute("SELECT %s::int", (3,)).fetchone()
-    assert "resets" not in pool.stats()
+            conn.execute("SELECT 1 AS temperature, 'into' AS word").fetchone()
+            conn.execute("CREATE TABLE IF NOT EXISTS plain (x int)")
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO plain VALUES (1)")
+            conn.execute("UPDATE plain SET x = 2")
+            conn.execute("DELETE FROM plain")
+    assert pool.stats()["resets"] == 5  # only after the CREATE TABLE
 
 
 def test_reset_always_and_never(make_pool: Callable[..., ServerlessPool]) -> None:
