@@ -12,12 +12,14 @@ backend between requests.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -26,6 +28,9 @@ import sqlalchemy
 
 from serverless_pool import ServerlessPool
 from serverless_pool.testing.postgres import PostgresServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from placement import pin_client_and_server
 
 Request = Callable[[], object]
 
@@ -164,7 +169,10 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
     context: AbstractContextManager[PostgresServer] = (
         _server() if server is None else _nullcontext(server)
     )
-    with context as pg:
+    # psycopg_pool warns on every dead connection it drops in the fault column
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    with context as pg, ExitStack() as stack:
+        placement = pin_client_and_server(pg, stack)
         conninfo, url = pg.conninfo(), pg.url()
         makers: list[Callable[[], Strategy]] = [
             lambda: _held(conninfo),
@@ -202,6 +210,7 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
                     "samples": len(samples),
                     "failed": failed,
                     "fault_requests": total,
+                    "placement": placement,
                 }
             )
     return rows
