@@ -147,7 +147,17 @@ def _failure_rate(
 
 
 def import_overhead_ms(runs: int = 15) -> float:
-    """Median extra milliseconds to import serverless_pool once psycopg is imported."""
+    """Median extra milliseconds to import serverless_pool once psycopg is imported.
+
+    The package is byte-compiled first, as ``pip install`` (and so a Lambda deployment
+    package) does: with PYTHONDONTWRITEBYTECODE set, every import would compile the
+    source again and measure the compiler instead.
+    """
+    import compileall
+
+    import serverless_pool
+
+    compileall.compile_dir(os.path.dirname(serverless_pool.__file__), quiet=1)
     code = (
         "import time, psycopg; t = time.perf_counter(); import serverless_pool;"
         " print(time.perf_counter() - t)"

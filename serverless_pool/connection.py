@@ -16,6 +16,7 @@ Two things need to happen *inside* psycopg's execution path, so they live here:
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ _SESSION_TAGS = (
     b"SET", b"RESET", b"LISTEN", b"PREPARE", b"DECLARE", b"LOAD", b"CREATE", b"DO", b"CALL",
 )  # fmt: skip
 _SEND_FAILURE = ("sending query", "flushing failed")
+#: Seconds after the borrow's liveness check when the first statement checks again.
+RECHECK_AFTER = 0.001
 
 
 def changes_session_state(command_status: bytes | None, sent: bytes | None) -> bool:
@@ -84,29 +87,37 @@ class PooledConnection(psycopg.Connection[Row]):
     _sp_replace: Callable[[PooledConnection[Any], str], bool] | None = None
     # No statement has been sent in the current borrow.
     _sp_fresh: bool = False
+    # When the pool last saw the socket quiet (time.monotonic()).
+    _sp_checked_at: float = 0.0
     # A statement of the current borrow changed session state.
     _sp_dirty: bool = False
     # Whether statements are watched for session changes (reset_on_return="auto").
     _sp_track: bool = False
 
-    # (fd, poll object) for the current server connection's socket, made once.
-    _sp_watch: tuple[int, select.poll] | None = None
+    # A poll object on the server connection's socket, made at connect time and again
+    # when the server connection is swapped, so a check costs one system call.
+    _sp_watch: select.poll | None = None
+
+    def _sp_watch_socket(self) -> None:
+        self._sp_watch = watch_socket(self.pgconn.socket)
 
     def _sp_socket_quiet(self) -> bool:
         """`socket_is_quiet()`, with the poll object kept between calls."""
-        pgconn = self.pgconn
-        if pgconn.status != _OK:
+        if self.pgconn.status != _OK:
             return False
-        watch = self._sp_watch
-        if watch is None or watch[0] != pgconn.socket:
-            watch = self._sp_watch = watch_socket(pgconn.socket)
-        return not watch[1].poll(0)
+        if self._sp_watch is None:
+            self._sp_watch_socket()
+        assert self._sp_watch is not None
+        return not self._sp_watch.poll(0)
 
     def _sp_before_statement(self) -> None:
         """Run by cursors before the first statement of a borrow."""
         self._sp_fresh = False
         if (
             self._sp_replace is not None
+            # The borrow's own check is fresh enough when the statement follows at once
+            # (the common case): a second poll would only add a system call per request.
+            and time.monotonic() - self._sp_checked_at > RECHECK_AFTER
             and self.pgconn.transaction_status == _IDLE
             and not self._sp_socket_quiet()
         ):
@@ -124,6 +135,7 @@ class PooledConnection(psycopg.Connection[Row]):
         """Take `other`'s server connection; `other` gets ours (dead) and is closed."""
         dead = self.pgconn
         self.pgconn = other.pgconn
+        self._sp_watch_socket()
         # psycopg routes notices and notifications through weak references to the
         # owning connection: point them at this object.
         wself: ref[Any] = ref(self)

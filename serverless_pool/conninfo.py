@@ -29,6 +29,12 @@ def parse_conninfo(conninfo: str) -> dict[str, object]:
         params: dict[str, object] = dict(conninfo_to_dict(conninfo))
     except psycopg.ProgrammingError as err:
         raise SettingsError(f"conninfo: {redact(str(err))}") from None
+    except UnicodeDecodeError:
+        # libpq decodes a URL's %XX escapes; psycopg then fails on bytes that are not UTF-8.
+        raise SettingsError(
+            "conninfo: a %-escape in the URL does not decode to UTF-8 text"
+            " (the connection string is not shown: it may hold a password)"
+        ) from None
     _check_values(params)
     return params
 

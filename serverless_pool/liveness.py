@@ -32,14 +32,14 @@ def socket_is_quiet(pgconn: pq.abc.PGconn) -> bool:
         fd = pgconn.socket
     except psycopg.OperationalError:
         return False
-    return not watch_socket(fd)[1].poll(0)
+    return not watch_socket(fd).poll(0)
 
 
-def watch_socket(fd: int) -> tuple[int, select.poll]:
+def watch_socket(fd: int) -> select.poll:
     """A poll object watching `fd` for anything an idle connection should not see."""
     poller = select.poll()
     poller.register(fd, _ALARMS)
-    return fd, poller
+    return poller
 
 
 def ping(pgconn: pq.abc.PGconn, timeout: float) -> bool:

@@ -35,6 +35,7 @@ from .settings import PoolSettings
 __all__ = ["ServerlessPool"]
 
 logger = logging.getLogger("serverless_pool")
+_monotonic = time.monotonic
 
 _OK: Final = pq.ConnStatus.OK
 _IDLE: Final = pq.TransactionStatus.IDLE
@@ -125,6 +126,10 @@ class ServerlessPool:
         self._recent = min(self.settings.ping_after_idle, self.settings.max_idle)
         self._reset_always = self.settings.reset_on_return == "always"
         self._reset_dirty = self.settings.reset_on_return == "auto"
+        self._autocommit = self.settings.autocommit
+        self._prepare_threshold = self.settings.prepare_threshold
+        # Borrows served by the fast path: counted apart, as a plain integer.
+        self._quick_borrows = 0
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -142,25 +147,27 @@ class ServerlessPool:
         Waits at most `timeout` seconds (default: the ``acquire_timeout`` setting, and
         never past the deadline of the current invocation) and raises `PoolTimeout`.
         """
-        now = time.monotonic()
+        now = _monotonic()
         with self._lock:
             # The common case, under one lock: the most recently used connection is
-            # young, was used moments ago, and its socket is quiet.
-            if self._idle and not self._closed:
-                entry = self._idle[-1]
+            # young, was used moments ago, and its socket is quiet (one poll() call).
+            idle = self._idle
+            if idle and not self._closed:
+                entry = idle[-1]
                 conn = entry.conn
+                watch = conn._sp_watch
                 if (
                     now - entry.last_used < self._recent
                     and now < entry.expires_at
-                    and conn._sp_socket_quiet()
+                    and watch is not None
+                    and not watch.poll(0)
                 ):
-                    self._idle.pop()
+                    idle.pop()
                     self._out[id(conn)] = entry
-                    counts = self._counts
-                    counts[st.BORROWS] += 1
-                    counts[st.REUSED] += 1
+                    self._quick_borrows += 1
                     conn._sp_fresh = True
                     conn._sp_dirty = False
+                    conn._sp_checked_at = now
                     return conn
         return self._acquire_checked(now, timeout)
 
@@ -244,6 +251,7 @@ class ServerlessPool:
             conn = entry.conn
             conn._sp_fresh = True
             conn._sp_dirty = False
+            conn._sp_checked_at = time.monotonic()
             return conn
 
     def release(self, conn: psycopg.Connection[Any]) -> None:
@@ -252,7 +260,7 @@ class ServerlessPool:
         An open transaction is rolled back, session state the borrower changed is reset,
         and a connection in a state that cannot be cleaned is closed instead.
         """
-        now = time.monotonic()
+        now = _monotonic()
         with self._lock:
             entry = self._out.pop(id(conn), None)
             if entry is None or entry.conn is not conn:
@@ -262,9 +270,22 @@ class ServerlessPool:
                     f"this connection is not on loan from the pool {self.name!r}"
                     " (returned twice, or borrowed elsewhere)"
                 )
-            if now < entry.expires_at and not self._closed and self._is_clean(entry.conn):
-                # Nothing to undo: straight back on the stack.
-                entry.conn._sp_fresh = False
+            # Nothing to undo (the common case): straight back on the stack. psycopg's
+            # attributes are read directly, not through their properties, on this path;
+            # a broken connection reports an UNKNOWN transaction status.
+            if (
+                now < entry.expires_at
+                and not self._closed
+                and conn.pgconn.transaction_status == _IDLE
+                and not (conn._sp_dirty and self._reset_dirty)  # type: ignore[attr-defined]
+                and conn._autocommit is self._autocommit
+                and conn._isolation_level is None
+                and conn._read_only is None
+                and conn._deferrable is None
+                and conn._prepared.prepare_threshold == self._prepare_threshold
+                and not self._reset_always
+            ):
+                conn._sp_fresh = False  # type: ignore[attr-defined]
                 entry.last_used = now
                 self._idle.append(entry)
                 if self._waiting:
@@ -353,15 +374,20 @@ class ServerlessPool:
     def stats(self) -> dict[str, int]:
         """Counters (see `serverless_pool.stats`) and the current sizes."""
         with self._lock:
-            counts = self._stats.get()
-            counts.update(self._gauges())
-        return counts
+            return self._report(self._stats.get())
 
     def pop_stats(self) -> dict[str, int]:
         """Like `stats()`, and reset the counters."""
         with self._lock:
-            counts = self._stats.pop()
-            counts.update(self._gauges())
+            counts = self._report(self._stats.pop())
+            self._quick_borrows = 0
+            return counts
+
+    def _report(self, counts: dict[str, int]) -> dict[str, int]:
+        if self._quick_borrows:
+            counts[st.BORROWS] = counts.get(st.BORROWS, 0) + self._quick_borrows
+            counts[st.REUSED] = counts.get(st.REUSED, 0) + self._quick_borrows
+        counts.update(self._gauges())
         return counts
 
     def __enter__(self) -> ServerlessPool:
@@ -415,21 +441,6 @@ class ServerlessPool:
                 return False
         self._stats.add(st.REUSED)
         return True
-
-    def _is_clean(self, conn: PooledConnection[Any]) -> bool:
-        """Whether a returned connection needs no cleaning at all (checked under the lock)."""
-        pgconn = conn.pgconn
-        return (
-            pgconn.status == _OK
-            and pgconn.transaction_status == _IDLE
-            and not (conn._sp_dirty and self._reset_dirty)
-            and not self._reset_always
-            and conn.autocommit is self.settings.autocommit
-            and conn.isolation_level is None
-            and conn.read_only is None
-            and conn.deferrable is None
-            and conn.prepare_threshold == self.settings.prepare_threshold
-        )
 
     def _reset(self, entry: _Entry) -> str | None:
         """Clean a returned connection; the reason to discard it, or None to keep it."""
@@ -570,6 +581,7 @@ class ServerlessPool:
             raise
         conn.cursor_factory = PooledCursor
         conn.server_cursor_factory = PooledServerCursor
+        conn._sp_watch_socket()
         conn._sp_track = settings.reset_on_return == "auto" and settings.uses_session_state
         conn._sp_replace = self._replace_server_connection
         if self._configure is not None:

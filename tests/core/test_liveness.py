@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from serverless_pool import ConnectionFailed, ServerlessPool
+from serverless_pool.connection import RECHECK_AFTER
 from serverless_pool.testing.postgres import PostgresServer
 
 
@@ -45,6 +46,7 @@ def test_backend_ended_between_borrow_and_first_statement_is_replaced_transparen
     with postgres.superuser_connection() as admin, pool.connection() as conn:
         old_pid = conn.info.backend_pid
         postgres.terminate_backends(pids=[old_pid], admin=admin)
+        time.sleep(RECHECK_AFTER * 2)  # the app did other work before its first query
         assert conn.execute("SELECT pg_backend_pid()").fetchone() != (old_pid,)
         assert conn.execute("SELECT 1").fetchone() == (1,)
     stats = pool.stats()
@@ -60,6 +62,7 @@ def test_first_statement_inside_transaction_block_gets_a_live_session(
         conn.commit()
     with postgres.superuser_connection() as admin, pool.connection() as conn:
         postgres.terminate_backends(pids=[conn.info.backend_pid], admin=admin)
+        time.sleep(RECHECK_AFTER * 2)
         with conn.transaction():
             conn.execute("CREATE TEMP TABLE t (x int)")
             conn.execute("INSERT INTO t VALUES (1)")

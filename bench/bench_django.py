@@ -1,0 +1,264 @@
+"""One ``SELECT 1`` request through Django's full WSGI stack, for each connection strategy.
+
+Strategies: ``CONN_MAX_AGE=0`` (Django's default), a persistent connection, a
+persistent connection with ``CONN_HEALTH_CHECKS``, Django's native pool
+(``OPTIONS["pool"]``, psycopg_pool) and ours (ENGINE + middleware). Each is a database
+alias of one Django project; each request goes through a ``WSGIHandler`` (request
+signals, URL resolving, the view, the response, ``close()``), exactly as a WSGI server
+drives it. Ours runs with its middleware, the others without it.
+
+Strategies are measured side by side in one run against one throwaway server, in
+interleaved rounds (shuffled order). Printed: median and p99 per request in µs, the
+ratio to the persistent connection (the median over rounds of each round's median
+ratio), and how many requests fail when the server ends the backend between requests.
+
+    python bench/bench_django.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import django
+from django.conf import settings
+
+from serverless_pool.testing.postgres import APP_DATABASE, APP_PASSWORD, APP_USER, PostgresServer
+
+ENGINE = "django.db.backends.postgresql"
+OURS = "django_serverless_pool.backends.postgresql"
+
+#: (alias, label, DATABASES entry changes)
+STRATEGIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("per_request", "Django CONN_MAX_AGE=0 (default)", {"CONN_MAX_AGE": 0}),
+    ("persistent", "Django persistent (CONN_MAX_AGE=None)", {"CONN_MAX_AGE": None}),
+    (
+        "health",
+        "Django persistent + CONN_HEALTH_CHECKS",
+        {"CONN_MAX_AGE": None, "CONN_HEALTH_CHECKS": True},
+    ),
+    (
+        "native",
+        'Django native pool (OPTIONS["pool"])',
+        {"CONN_MAX_AGE": 0, "OPTIONS": {"pool": {"min_size": 1, "max_size": 2}}},
+    ),
+    ("ours", "serverless-pool ENGINE + middleware", {"ENGINE": OURS}),
+]
+
+
+def _configure(server: PostgresServer) -> None:
+    databases: dict[str, dict[str, Any]] = {}
+    for alias, _, changes in STRATEGIES:
+        entry: dict[str, Any] = {
+            "ENGINE": ENGINE,
+            "NAME": APP_DATABASE,
+            "USER": APP_USER,
+            "PASSWORD": APP_PASSWORD,
+            "HOST": server.host,
+            "PORT": str(server.port),
+            **changes,
+        }
+        options = dict(entry.get("OPTIONS", {}))
+        if entry["ENGINE"] == OURS:
+            entry["SERVERLESS_POOL"] = {"application_name": f"bench-{alias}"}
+        else:
+            options["application_name"] = f"bench-{alias}"
+        entry["OPTIONS"] = options
+        databases[alias] = entry
+    databases["default"] = databases["persistent"]
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="bench",
+        ALLOWED_HOSTS=["*"],
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        INSTALLED_APPS=["django_serverless_pool"],
+        MIDDLEWARE=[],
+        ROOT_URLCONF=__name__,
+        DATABASES=databases,
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+    # Failed requests are counted, not printed.
+    logging.getLogger("django.request").setLevel(logging.CRITICAL)
+    logging.getLogger("serverless_pool").setLevel(logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+def select_one(request: Any, alias: str) -> Any:
+    from django.db import connections
+    from django.http import HttpResponse
+
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return HttpResponse(b"1")
+
+
+def _urls() -> list[Any]:
+    from django.urls import path
+
+    return [path("<str:alias>", select_one)]
+
+
+urlpatterns: list[Any] = []
+
+
+def _handler(middleware: list[str]) -> Any:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import override_settings
+
+    with override_settings(MIDDLEWARE=middleware):
+        return WSGIHandler()
+
+
+def _environ(alias: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": f"/{alias}",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "bench",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+class _Client:
+    """Serves one strategy's requests like a WSGI server: call, read the body, close."""
+
+    def __init__(self, alias: str, label: str, handler: Any) -> None:
+        self.alias, self.label, self.handler = alias, label, handler
+        self.environ = _environ(alias)
+        self.samples: list[float] = []
+        self.round_medians: list[float] = []
+        self.status = ""
+
+    def _start_response(self, status: str, headers: Iterable[Any], exc_info: Any = None) -> None:
+        self.status = status
+
+    def request(self) -> bool:
+        environ = dict(self.environ)
+        body = self.handler(environ, self._start_response)
+        try:
+            b"".join(body)
+        finally:
+            body.close()
+        return self.status.startswith("200")
+
+    def timed(self, count: int) -> None:
+        perf = time.perf_counter
+        batch = []
+        for _ in range(count):
+            started = perf()
+            self.request()
+            batch.append((perf() - started) * 1e6)
+        self.samples.extend(batch)
+        self.round_medians.append(statistics.median(batch))
+
+
+def _failures(
+    server: PostgresServer, client: _Client, count: int, budget_s: float
+) -> tuple[int, int]:
+    """Requests that fail when the server ends the backend before each of them."""
+    client.request()  # a connection exists to be ended
+    failed = done = 0
+    stop = time.monotonic() + budget_s
+    while done < count and time.monotonic() < stop:
+        server.terminate_backends(application_name=f"bench-{client.alias}")
+        failed += not client.request()
+        done += 1
+    return failed, done
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure every strategy; one row each (persistent is the reference, ratio 1.0)."""
+    with PostgresServer() as server:
+        _configure(server)
+        global urlpatterns
+        urlpatterns = _urls()
+        plain = _handler([])
+        ours = _handler(["django_serverless_pool.middleware.ServerlessPoolMiddleware"])
+        clients = [
+            _Client(alias, label, ours if alias == "ours" else plain)
+            for alias, label, _ in STRATEGIES
+        ]
+        for client in clients:  # warm up: connections, caches, the version check
+            for _ in range(20):
+                client.request()
+        rounds = 20 if quick else 100
+        batch = 50 if quick else 100
+        for _ in range(rounds):
+            random.shuffle(clients)
+            for client in clients:
+                client.timed(max(5, batch // 25) if client.alias == "per_request" else batch)
+        clients.sort(key=lambda c: [a for a, _, _ in STRATEGIES].index(c.alias))
+        reference = next(c for c in clients if c.alias == "persistent").round_medians
+        rows = []
+        for client in clients:
+            faults = (200 if quick else 1000) if client.alias == "ours" else (50 if quick else 200)
+            failed, done = _failures(server, client, faults, budget_s=60.0)
+            samples = sorted(client.samples)
+            median = statistics.median(samples)
+            rows.append(
+                {
+                    "strategy": client.label,
+                    "median_us": median,
+                    "p99_us": samples[max(0, int(len(samples) * 0.99) - 1)],
+                    # Paired by round: each round's median over the persistent one's
+                    # in the same round, so that load drifting over the run cancels.
+                    "ratio": statistics.median(
+                        m / r for m, r in zip(client.round_medians, reference, strict=True)
+                    ),
+                    "samples": len(samples),
+                    "failed": failed,
+                    "fault_requests": done,
+                }
+            )
+        from django.db import connections
+
+        connections.close_all()
+        for alias in ("native",):
+            connections[alias].close_pool()
+        from django_serverless_pool.backends.postgresql.pools import close_pools
+
+        close_pools()
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| Django request (WSGI, SELECT 1) | median µs | p99 µs | × persistent"
+        " | failed when the server ends the backend |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['strategy']} | {row['median_us']:.0f} | {row['p99_us']:.0f}"
+            f" | {row['ratio']:.2f} | {row['failed']}/{row['fault_requests']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    args = parser.parse_args()
+    print(format_table(run(quick=args.quick)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Flask: one ``SELECT 1`` request through the WSGI stack, five ways, side by side.
+
+    python bench/bench_flask.py [--quick]
+
+Every variant is a real Flask app with one view; each request is a plain WSGI call
+(``app(environ, start_response)``, the way a WSGI server or a Lambda adapter calls it),
+and the variants take turns in batches of requests, in a shuffled order, so that
+machine noise hits all alike. Printed: median and p99 latency in µs and the ratio of medians to
+the app holding one global psycopg connection (reopened when psycopg sees it closed).
+Then each variant serves requests while the server ends its backend before every
+request (1,000 for ours, 200 for the others), and the failed requests are counted.
+
+`run(quick)` returns the rows for ``bench/run_all.py``; `format_table(rows)` prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from typing import Any
+
+import psycopg
+from flask import Flask
+from werkzeug.test import EnvironBuilder
+
+from serverless_pool.testing.postgres import PostgresServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from placement import pin_client_and_server
+
+HELD = "held global connection"
+OURS = "serverless-pool"
+Variant = tuple[str, Flask, str]  # label, app, application_name of its sessions
+
+
+def _flask(name: str) -> Flask:
+    app = Flask(name)
+    app.logger.disabled = True  # failed requests in the fault phase are counted, not logged
+    return app
+
+
+def connect_per_request(conninfo: str, stack: ExitStack) -> Flask:
+    app = _flask("connect_per_request")
+
+    @app.route("/")
+    def index() -> str:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            row = conn.execute("SELECT 1").fetchone()
+        return str(row)
+
+    return app
+
+
+def held_connection(conninfo: str, stack: ExitStack) -> Flask:
+    """One module-level connection, reopened when psycopg knows it is closed."""
+    app = _flask("held_connection")
+    held: list[psycopg.Connection[Any]] = []
+
+    def close() -> None:
+        for conn in held:
+            conn.close()
+
+    stack.callback(close)
+
+    @app.route("/")
+    def index() -> str:
+        if not held or held[0].closed:
+            held[:] = [psycopg.connect(conninfo, autocommit=True)]
+        row = held[0].execute("SELECT 1").fetchone()
+        return str(row)
+
+    return app
+
+
+def psycopg_pool(conninfo: str, stack: ExitStack) -> Flask:
+    from psycopg_pool import ConnectionPool
+
+    app = _flask("psycopg_pool")
+    # It logs every dead connection it finds in the fault phase; those are counted instead.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    pool = ConnectionPool(conninfo, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True)
+    stack.callback(pool.close)
+
+    @app.route("/")
+    def index() -> str:
+        with pool.connection() as conn:
+            row = conn.execute("SELECT 1").fetchone()
+        return str(row)
+
+    return app
+
+
+def flask_sqlalchemy(conninfo: str, stack: ExitStack) -> Flask:
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy import URL, text
+
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    app = _flask("flask_sqlalchemy")
+    app.config["SQLALCHEMY_DATABASE_URI"] = URL.create(
+        "postgresql+psycopg",
+        username=str(params["user"]),
+        password=str(params["password"]),
+        host=str(params["host"]),
+        port=int(str(params["port"])),
+        database=str(params["dbname"]),
+        query={"application_name": str(params["application_name"])},
+    )
+    db = SQLAlchemy(app)  # the default engine: QueuePool, no pre-ping
+
+    def dispose() -> None:
+        with app.app_context():
+            db.engine.dispose()
+
+    stack.callback(dispose)
+
+    @app.route("/")
+    def index() -> str:
+        return str(db.session.execute(text("SELECT 1")).scalar())
+
+    return app
+
+
+def serverless_pool(conninfo: str, stack: ExitStack) -> Flask:
+    from flask_serverless_pool import ServerlessPool
+
+    app = _flask("serverless_pool")
+    app.config["SERVERLESS_POOL_DATABASE_URL"] = conninfo
+    db = ServerlessPool(app)
+    stack.callback(db.get_pool(app).close)
+
+    @app.route("/")
+    def index() -> str:
+        with db.connection() as conn:
+            row = conn.execute("SELECT 1").fetchone()
+        return str(row)
+
+    return app
+
+
+FACTORIES: tuple[tuple[str, Callable[[str, ExitStack], Flask]], ...] = (
+    ("connect per request", connect_per_request),
+    (HELD, held_connection),
+    ("psycopg_pool (no check)", psycopg_pool),
+    ("Flask-SQLAlchemy default engine", flask_sqlalchemy),
+    (OURS, serverless_pool),
+)
+
+
+class _Client:
+    """Calls a WSGI app the way a server does, and says whether the request succeeded."""
+
+    def __init__(self) -> None:
+        self.environ = EnvironBuilder(path="/", method="GET").get_environ()
+        self.status = ""
+
+    def _start_response(
+        self, status: str, headers: Any, exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        self.status = status
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        raise AssertionError("the apps return their body, they never write() it")
+
+    def request(self, app: Flask) -> bool:
+        body: Iterable[bytes] = app(dict(self.environ), self._start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        return self.status.startswith("200")
+
+
+def _percentile(samples: list[int], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
+
+
+def _latency(variants: list[Variant], rounds: int, batch: int) -> dict[str, list[int]]:
+    """Per-request times; each round runs a batch of requests per variant, in a shuffled
+    order, so every variant is measured warm (as an instance serves) and all of them
+    share the machine's noise across the run.
+    """
+    client = _Client()
+    samples: dict[str, list[int]] = {label: [] for label, _, _ in variants}
+    for label, app, _ in variants:  # warm-up: connections opened, code paths hot
+        for _ in range(50):
+            assert client.request(app), f"{label}: warm-up request failed"
+    gc.collect()
+    clock = time.perf_counter_ns
+    order = list(variants)
+    shuffle = random.Random(4).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for label, app, _ in order:
+            timed = samples[label]
+            for _ in range(max(5, batch // 25) if label == "connect per request" else batch):
+                start = clock()
+                ok = client.request(app)
+                timed.append(clock() - start)
+                assert ok, f"{label}: request failed"
+    return samples
+
+
+def _end_backends(superuser: psycopg.Connection[Any], application_name: str) -> None:
+    """End a variant's sessions and wait (bounded) until the server has let them go."""
+    pids = [
+        row[0]
+        for row in superuser.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        )
+    ]
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline:
+        left = superuser.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+        ).fetchone()
+        if left == (0,):
+            return
+        time.sleep(0.0005)
+
+
+def _failures(
+    server: PostgresServer, variants: list[Variant], ours: int, others: int
+) -> dict[str, tuple[int, int]]:
+    """Failed and total requests per variant, the server ending its sessions before each."""
+    client = _Client()
+    counts: dict[str, tuple[int, int]] = {}
+    with psycopg.connect(server.superuser_conninfo, autocommit=True) as superuser:
+        for label, app, application_name in variants:
+            requests = ours if label == OURS else others
+            failed = done = 0
+            stop_at = time.monotonic() + 120
+            while done < requests and time.monotonic() < stop_at:
+                _end_backends(superuser, application_name)
+                try:
+                    ok = client.request(app)
+                except Exception:
+                    ok = False
+                failed += not ok
+                done += 1
+            counts[label] = (failed, done)
+    return counts
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """Measure every variant side by side; one row each (the held connection is 1.0)."""
+    rounds, batch = (10, 100) if quick else (40, 250)
+    ours_faults, other_faults = (200, 50) if quick else (1000, 200)
+    with PostgresServer() as server, ExitStack() as stack:
+        placement = pin_client_and_server(server, stack)
+        variants: list[Variant] = []
+        for i, (label, factory) in enumerate(FACTORIES):
+            application_name = f"bench-flask-{i}"
+            conninfo = server.conninfo(application_name=application_name)
+            variants.append((label, factory(conninfo, stack), application_name))
+        samples = _latency(variants, rounds, batch)
+        faults = _failures(server, variants, ours_faults, other_faults)
+    held_median = statistics.median(samples[HELD]) / 1000
+    rows: list[dict[str, object]] = []
+    for label, _, _ in variants:
+        median = statistics.median(samples[label]) / 1000
+        failed, done = faults[label]
+        rows.append(
+            {
+                "strategy": label,
+                "median_us": round(median, 1),
+                "p99_us": round(_percentile(samples[label], 0.99), 1),
+                "ratio": round(median / held_median, 3),
+                "samples": len(samples[label]),
+                "failed": failed,
+                "fault_requests": done,
+                "cpus": placement,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """The README's Markdown table."""
+    lines = [
+        "| Flask request (WSGI, SELECT 1) | median µs | p99 µs | × held connection"
+        " | failed when the server ends the backend |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['strategy']} | {float(str(row['median_us'])):.0f}"
+            f" | {float(str(row['p99_us'])):.0f} | {float(str(row['ratio'])):.2f}"
+            f" | {row['failed']}/{row['fault_requests']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    print(format_table(rows))
+    print(f"placement: {rows[0]['cpus']}")
+    ours = next(r for r in rows if r["strategy"] == OURS)
+    target = float(str(ours["ratio"])) <= 1.05 and ours["failed"] == 0
+    print(f"target (≤ 1.05× held, 0 failures): {'met' if target else 'NOT met'}")
+    return 0 if target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
