@@ -1,0 +1,1 @@
+"""The example shop: products with stock, and orders that take from it."""

@@ -1,0 +1,324 @@
+"""The database wrapper: Django's PostgreSQL backend on pooled connections.
+
+When Django opens a connection (the first query of a request) it borrows one from the
+alias's pool; at the end of the request (the middleware, or Django's own
+``close_old_connections``) the connection goes back to the pool. The borrow checks the
+socket (µs) and pings after a long idle gap, so ``CONN_HEALTH_CHECKS`` adds nothing.
+
+Between requests a clean connection is *parked*: back in the pool, still "open" for
+Django. When the next borrow of this thread gets the same connection back, Django's
+connect/close book-keeping is skipped, as with a persistent connection; any other
+connection goes through Django's ``connect()``. A parked connection is never used
+before it is borrowed again: every Django path to it goes through
+``ensure_connection()``.
+
+Django normally sends ``SET TIME ZONE`` (and ``SET ROLE`` for ``assume_role``) on every
+new connection. Here both are startup parameters of the server session instead, so a
+borrow costs no round trip and leaves no session state that would need a reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any, cast
+
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
+from django.db.backends.postgresql import base as django_base
+from django.db.backends.postgresql.psycopg_any import (
+    DjangoRangeDumper,
+    register_tzloader,
+)
+from django.utils.asyncio import async_unsafe
+from psycopg.conninfo import make_conninfo
+from psycopg.types.range import Range
+from psycopg.types.string import TextLoader
+
+from serverless_pool import PooledConnection, ServerlessPool
+
+from ...conf import conf
+from . import cursors, pools
+
+__all__ = ["DatabaseWrapper"]
+
+# Connection arguments of Django's that are Python objects, not libpq parameters.
+_NOT_LIBPQ = ("context", "cursor_factory", "prepare_threshold", "password")
+
+
+class DatabaseWrapper(django_base.DatabaseWrapper):
+    """Django's PostgreSQL ``DatabaseWrapper`` borrowing from a `ServerlessPool`."""
+
+    # The pool that lent the current connection (None for an unpooled one).
+    _sp_lender: ServerlessPool | None = None
+    # Between requests the connection is back in the pool but stays "open" for Django
+    # (parked), so the next request skips Django's connect/close book-keeping when the
+    # pool lends the same connection again. This is the pool it went back to.
+    _sp_parked: ServerlessPool | None = None
+    # A connection borrowed while unparking, for get_new_connection() to take.
+    _sp_pending: PooledConnection[Any] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pools.track_wrapper(self)
+
+    # -- the pool ----------------------------------------------------------------------
+
+    @property
+    def pool(self) -> None:
+        """Django's own pool is never used with this backend (see check E005)."""
+        return None
+
+    @property
+    def serverless_pool(self) -> ServerlessPool:
+        """This alias's pool, built at first use."""
+        sd = self.settings_dict
+        key: Hashable = (
+            sd["NAME"],
+            sd["USER"],
+            sd["PASSWORD"],
+            sd["HOST"],
+            sd["PORT"],
+            sd["AUTOCOMMIT"],
+            self.timezone_name,
+            pools.generation(),
+        )
+        return pools.get_pool(self.alias, key, self._build_pool)
+
+    @property
+    def borrowing(self) -> bool:
+        """Whether this wrapper holds a connection on loan from the pool right now."""
+        return self._sp_lender is not None
+
+    def close_pool(self) -> None:
+        """Close this alias's pool (Django calls it around test database creation)."""
+        pools.close_pools(self.alias)
+
+    def _build_pool(self) -> ServerlessPool:
+        settings = conf.pool_settings(self.alias, autocommit=self.settings_dict["AUTOCOMMIT"])
+        params = super().get_connection_params()
+        password = params.get("password")
+        options = self.settings_dict["OPTIONS"]
+        cursor_class = cursors.pooled(params["cursor_factory"])
+        if cursor_class is cursors.pooled(django_base.Cursor):
+            cursor_class = cursors.Cursor
+        elif cursor_class is cursors.pooled(django_base.ServerBindingCursor):
+            cursor_class = cursors.ServerBindingCursor
+        if "prepare_threshold" not in conf.merged(self.alias):
+            # Django's own default (None: never prepare, as its client-side binding
+            # cursors would not anyway), unless OPTIONS say otherwise. It also spares
+            # psycopg a prepared-statement cache lookup per query.
+            settings = settings.replace(prepare_threshold=options.get("prepare_threshold"))
+        libpq = {k: v for k, v in params.items() if k not in _NOT_LIBPQ and v is not None}
+        if settings.uses_session_state:
+            startup = [str(libpq.get("options") or "")]
+            if self.timezone_name:
+                startup.append(f"-c TimeZone={_escape(self.timezone_name)}")
+            if role := options.get("assume_role"):
+                startup.append(f"-c role={_escape(role)}")
+            libpq["options"] = " ".join(filter(None, startup))
+        timezone = self.timezone
+
+        def configure(conn: PooledConnection[Any]) -> None:
+            conn.cursor_factory = cursor_class
+            conn.server_cursor_factory = cast(Any, cursors.ServerSideCursor)
+            # What Django's adapters template registers, on this connection's own map.
+            adapters = conn.adapters
+            adapters.register_loader("jsonb", TextLoader)
+            adapters.register_loader("inet", TextLoader)
+            adapters.register_loader("cidr", TextLoader)
+            adapters.register_dumper(Range, DjangoRangeDumper)
+            register_tzloader(timezone, conn)
+
+        return ServerlessPool(
+            make_conninfo("", **libpq),
+            password=password,
+            configure=configure,
+            settings=settings,
+        )
+
+    # -- connecting and closing ----------------------------------------------------------
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        if self.alias == NO_DB_ALIAS:
+            # The maintenance connection of test database creation: never pooled.
+            self._sp_lender = None
+            return super().get_new_connection(conn_params)
+        options = self.settings_dict["OPTIONS"]
+        level = options.get("isolation_level")
+        try:
+            self.isolation_level = (
+                psycopg.IsolationLevel.READ_COMMITTED
+                if level is None
+                else psycopg.IsolationLevel(level)
+            )
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"invalid transaction isolation level {level!r} in"
+                f' DATABASES["{self.alias}"]["OPTIONS"]; use a psycopg.IsolationLevel value'
+            ) from None
+        pool = self.serverless_pool
+        connection, self._sp_pending = self._sp_pending, None
+        if connection is None:
+            connection = pool.acquire()
+        self._sp_lender = pool
+        pools.lent(self)
+        if level is not None:
+            connection.isolation_level = self.isolation_level
+        return connection
+
+    def get_connection_params(self) -> dict[str, Any]:
+        if self.alias == NO_DB_ALIAS:
+            return super().get_connection_params()
+        # The pool already holds these; building them per request is wasted work.
+        return {}
+
+    def init_connection_state(self) -> None:
+        if self._sp_lender is None:
+            super().init_connection_state()
+            return
+        BaseDatabaseWrapper.init_connection_state(self)
+        if self._sp_lender.settings.uses_session_state:
+            # The pool was built for this time zone and role, and they are startup
+            # parameters of its sessions: nothing to send. (A SET in a request marks the
+            # session dirty, and the reset on return restores the startup values.)
+            return
+        # Behind a proxy there are no startup parameters: Django's SETs, per borrow.
+        connection = self.connection
+        django: Any = self  # Django's private helpers, not in the type stubs
+        commit = django._configure_timezone(connection)
+        commit = django._configure_role(connection) or commit
+        if commit and not self.get_autocommit():
+            connection.commit()
+
+    def _close(self) -> None:
+        if self._sp_parked is not None:
+            # Already back in the pool: only forget it.
+            self._sp_parked = None
+            self.connection = None
+            return
+        connection, lender = self.connection, self._sp_lender
+        if connection is None or lender is None:
+            parent: Any = super()
+            parent._close()
+            return
+        self.connection = None
+        self._sp_lender = None
+        pools.returned(self)
+        with self.wrap_database_errors:
+            lender.release(connection)
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        # A borrowed connection usually is in Django's mode already: skip the switch.
+        if self._sp_lender is None or self.connection.autocommit is not autocommit:
+            parent: Any = super()
+            parent._set_autocommit(autocommit)
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        """Give the connection back (Django calls this at the start and end of requests)."""
+        self.release_to_pool()
+
+    @async_unsafe
+    def ensure_connection(self) -> None:
+        if self._sp_parked is not None:
+            self._sp_unpark()
+        elif self.connection is None:
+            super().ensure_connection()
+
+    def is_usable(self) -> bool:
+        # A parked connection is not ours to use; the pool checks it at the next borrow.
+        return self._sp_parked is not None or super().is_usable()
+
+    def ensure_timezone(self) -> bool:
+        # Called when TIME_ZONE/USE_TZ change: a parked connection is not ours to SET.
+        if self._sp_parked is not None:
+            self._sp_parked = None
+            self.connection = None
+        return bool(super().ensure_timezone())
+
+    def close_if_health_check_failed(self) -> None:
+        # Every borrow is checked by the pool.
+        return
+
+    def release_to_pool(self) -> bool:
+        """Give the connection back unless an ``atomic()`` block still uses it.
+
+        Returns whether a connection went back.
+        """
+        connection, lender = self.connection, self._sp_lender
+        if connection is None or lender is None or self.in_atomic_block:
+            return False
+        if (
+            # Parking needs a session whose state survives the return: tracked for
+            # changes (reset_on_return="auto", direct mode) and not changed.
+            not connection._sp_track
+            or connection._sp_dirty
+            or self.autocommit is not self.settings_dict["AUTOCOMMIT"]
+            or self.needs_rollback
+        ):
+            # The session will be reset, or Django's state needs a fresh start: the
+            # next request goes through Django's connect() (and connection_created).
+            self.close()
+            return True
+        self._sp_lender = None
+        self._sp_parked = lender
+        pools.returned(self)
+        self.run_on_commit = []
+        self.errors_occurred = False
+        with self.wrap_database_errors:
+            lender.release(connection)
+        return True
+
+    def _sp_unpark(self) -> None:
+        """Borrow again after parking; Django's connect() only for a different session."""
+        parked, pool = self.connection, self._sp_parked
+        self._sp_parked = None
+        self.connection = None
+        current = self.serverless_pool
+        with self.wrap_database_errors:
+            connection = current.acquire()
+        if connection is parked and pool is current:
+            self.connection = connection
+            self._sp_lender = current
+            pools.lent(self)
+            if self.settings_dict["OPTIONS"].get("isolation_level") is not None:
+                connection.isolation_level = self.isolation_level
+            return
+        self._sp_pending = connection
+        try:
+            super().ensure_connection()
+        finally:
+            if self._sp_pending is not None:  # connect() failed before taking it
+                self._sp_pending = None
+                current.release(connection)
+
+    def _sp_forget_after_fork(self) -> None:
+        # The connection belongs to the parent process; the core has disowned it.
+        self.connection = None
+        self._sp_lender = None
+        self._sp_parked = None
+        self._sp_pending = None
+
+    # -- cursors -------------------------------------------------------------------------
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        if name is None or self._sp_lender is None:
+            return super().create_cursor(name)
+        connection = self.connection
+        if self.settings_dict["OPTIONS"].get("server_side_binding") is True:
+            cursor = connection.cursor(name, scrollable=False, withhold=connection.autocommit)
+        else:
+            # Client-side binding in a named cursor, as Django does it.
+            server_side: Any = cursors.ServerSideCursor
+            cursor = server_side(
+                connection, name=name, scrollable=False, withhold=connection.autocommit
+            )
+        loader = connection.adapters.get_loader(django_base.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
+        if self.timezone != loader.timezone:
+            register_tzloader(self.timezone, cursor)
+        return cursor
+
+
+def _escape(value: str) -> str:
+    """Escape a value for libpq's ``options`` (spaces and backslashes)."""
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")

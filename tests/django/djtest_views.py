@@ -1,0 +1,129 @@
+"""Views the Django tests request: each exercises one way a request can end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from django.db import connection, connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from shop.models import Order, Product
+
+#: Filled by on_commit callbacks.
+COMMITTED: list[str] = []
+
+
+class Boom(Exception):
+    pass
+
+
+def backend_pid(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), current_setting('TimeZone'), current_user")
+        pid, zone, user = cursor.fetchone()
+    return JsonResponse({"pid": pid, "timezone": zone, "user": user})
+
+
+def setting(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting(%s)", [request.GET["name"]])
+        return JsonResponse({"value": cursor.fetchone()[0]})
+
+
+def select_one(request: HttpRequest) -> HttpResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return HttpResponse(b"1")
+
+
+def raises(request: HttpRequest) -> HttpResponse:
+    Product.objects.create(name=request.GET["name"], price_cents=1)
+    raise Boom("the view failed")
+
+
+def atomic_raises(request: HttpRequest) -> HttpResponse:
+    try:
+        with transaction.atomic():
+            Product.objects.create(name=request.GET["name"], price_cents=1)
+            raise Boom("inside atomic")
+    except Boom:
+        pass
+    return JsonResponse({"count": Product.objects.count()})
+
+
+@csrf_exempt
+def on_commit(request: HttpRequest) -> HttpResponse:
+    name = request.GET["name"]
+    with transaction.atomic():
+        Product.objects.create(name=name, price_cents=1)
+        transaction.on_commit(lambda: COMMITTED.append(name))
+        if request.GET.get("fail"):
+            raise Boom("rolled back")
+    return HttpResponse(b"ok")
+
+
+def savepoints(request: HttpRequest) -> JsonResponse:
+    with transaction.atomic():
+        Product.objects.create(name="outer", price_cents=1)
+        try:
+            with transaction.atomic():
+                Product.objects.create(name="inner", price_cents=1)
+                raise Boom("inner only")
+        except Boom:
+            pass
+        Product.objects.create(name="after", price_cents=1)
+    return JsonResponse({"names": list(Product.objects.values_list("name", flat=True))})
+
+
+def iterate(request: HttpRequest) -> JsonResponse:
+    # A named (server-side) cursor, in autocommit mode: WITH HOLD.
+    names = [p.name for p in Product.objects.order_by("id").iterator(chunk_size=2)]
+    return JsonResponse({"names": names})
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        for i in range(3):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT %s::int", [i])
+                yield str(cursor.fetchone()[0]).encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+def two_databases(request: HttpRequest) -> JsonResponse:
+    Product.objects.using("other").create(name=request.GET["name"], price_cents=2)
+    pids = {}
+    for alias in ("default", "other"):
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids[alias] = cursor.fetchone()[0]
+    return JsonResponse(pids)
+
+
+def place_order_atomic(request: HttpRequest) -> HttpResponse:
+    """Writes, then fails: under ATOMIC_REQUESTS nothing of it stays."""
+    product = Product.objects.create(name=request.GET["name"], price_cents=5, stock=1)
+    Order.objects.create(product=product, quantity=1, total_cents=5)
+    raise Boom("after writing")
+
+
+async def async_count(request: HttpRequest) -> JsonResponse:
+    count = await Product.objects.acount()
+    await asyncio.sleep(0.005)  # let other requests interleave
+    first = await Product.objects.order_by("id").afirst()
+    return JsonResponse({"count": count, "first": first.name if first else None})
+
+
+def sync_slow(request: HttpRequest) -> JsonResponse:
+    count = Product.objects.count()
+    time.sleep(0.005)
+    return JsonResponse({"count": count})
+
+
+async def async_raises(request: HttpRequest) -> HttpResponse:
+    await Product.objects.acount()
+    raise Boom("async view failed")
