@@ -51,7 +51,10 @@ def main() -> int:
         started = time.monotonic()
         rows = module.run(quick=args.quick)
         print(f"\n## {name} ({time.monotonic() - started:.0f} s)\n", flush=True)
+        # a benchmark's own formatter takes its rows; an imported one may not
         formatter = getattr(module, "format_table", markdown)
+        if getattr(formatter, "__module__", None) != module.__name__:
+            formatter = markdown
         print(formatter(rows), flush=True)
         if name == "core":
             print(f"\nimport serverless_pool after psycopg: +{module.import_overhead_ms():.1f} ms")

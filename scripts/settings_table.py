@@ -1,18 +1,17 @@
 """Print the settings table of the README from the one schema (`serverless_pool.settings`).
 
-    python scripts/settings_table.py
+python scripts/settings_table.py
 """
 
 from __future__ import annotations
 
-from serverless_pool.settings import SCHEMA
+from serverless_pool.settings import SCHEMA, Setting
 
 
-def default_text(setting: object) -> str:
-    doc = getattr(setting, "default_doc", "")
-    if doc:
-        return doc
-    value = getattr(setting, "default")
+def default_text(setting: Setting) -> str:
+    if setting.default_doc:
+        return setting.default_doc
+    value = setting.default
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FUNCTIONS, REPO
+from lambda_testkit import FUNCTIONS, REPO
 
 from serverless_pool.testing.lambda_emulator import (
     EmulatedFunction,

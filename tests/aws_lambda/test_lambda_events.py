@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import decode_response, load_event, make_context
 from lambda_apps import BINARY, AsgiEchoApp, flask_echo_app
+from lambda_testkit import decode_response, load_event, make_context
 
 from serverless_pool.aws_lambda import make_handler
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FUNCTIONS, REPO, decode_response, load_event, retarget
+from lambda_testkit import FUNCTIONS, REPO, decode_response, load_event, retarget
 
 from serverless_pool.testing.lambda_emulator import EmulatedFunction, HttpFront
 from serverless_pool.testing.postgres import APP_PASSWORD, APP_USER, PostgresServer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from serverless_pool.settings import SCHEMA
@@ -13,6 +15,16 @@ README = (ROOT / "README.md").read_text()
 def test_every_setting_is_in_the_readme_table_with_its_variable() -> None:
     for setting in SCHEMA:
         assert f"| `{setting.name}` | `{setting.env_var}` |" in README, setting.name
+
+
+def test_the_readme_settings_table_is_the_one_the_schema_prints() -> None:
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "settings_table.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert printed in README
 
 
 def test_ci_runs_the_readme_test_command() -> None:

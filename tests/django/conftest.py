@@ -20,11 +20,8 @@ from django.conf import settings
 
 from serverless_pool.testing.postgres import APP_DATABASE, APP_PASSWORD, APP_USER, PostgresServer
 
-HERE = Path(__file__).resolve().parent
-EXAMPLE = HERE.parents[1] / "example_projects" / "django_app"
-ENGINE = "django_serverless_pool.backends.postgresql"
-APP_NAME = "django-tests"
-OTHER_APP_NAME = "django-tests-other"
+sys.path.append(str(Path(__file__).resolve().parent))
+from django_testkit import APP_NAME, ENGINE, EXAMPLE, HERE, OTHER_APP_NAME
 
 for path in (str(HERE), str(EXAMPLE)):
     if path not in sys.path:

@@ -8,10 +8,10 @@ import os
 from typing import Any
 
 import pytest
-from conftest import APP_NAME
 from django.core.asgi import get_asgi_application
 from django.db import connection
 from django_serverless_pool.release import pool_of, release_connections
+from django_testkit import APP_NAME
 from shop.models import Product
 
 from serverless_pool.testing.postgres import PostgresServer

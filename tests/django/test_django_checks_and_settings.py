@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from conftest import APP_NAME
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -16,6 +15,7 @@ from django.test import override_settings
 from django_serverless_pool.checks import check_budget, check_settings
 from django_serverless_pool.conf import conf
 from django_serverless_pool.release import pool_of
+from django_testkit import APP_NAME
 
 from serverless_pool import SettingsError
 from serverless_pool.testing.postgres import APP_PASSWORD

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 
-from conftest import EXAMPLE
+from django_testkit import EXAMPLE
 
 from serverless_pool.testing.postgres import APP_PASSWORD, PostgresServer
 

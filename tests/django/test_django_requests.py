@@ -7,13 +7,13 @@ from typing import Any
 
 import djtest_views
 import pytest
-from conftest import APP_NAME
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django_serverless_pool.release import pool_of, release_connections
+from django_testkit import APP_NAME
 from shop.models import Order, Product
 
 from serverless_pool.testing.postgres import PostgresServer
