@@ -1,4 +1,4 @@
-# Sourced by scripts/test and scripts/demo: the PostgreSQL server binaries and PgBouncer
+# Sourced by scripts/test and scripts/demo: the PostgreSQL server binaries, PgBouncer and openssl
 # from Debian's packages, when they are not there yet. Nothing is started here: the
 # tests and the demo start their own throwaway servers as an unprivileged user.
 missing=()
@@ -8,11 +8,13 @@ fi
 if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
     missing+=(pgbouncer)
 fi
+# the TLS tests make their own CA and certificates with the openssl command
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     echo "installing ${missing[*]} from Debian's packages" >&2
     $sudo apt-get update -qq
-    # policy-rc.d keeps the packages' own services from starting: we run our own.
+    # RUNLEVEL=1: invoke-rc.d then leaves the packages' own services stopped (we run our own)
     DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
