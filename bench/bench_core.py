@@ -31,6 +31,7 @@ from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from placement import pin_client_and_server
+from tables import latency_table
 
 Request = Callable[[], object]
 
@@ -238,16 +239,8 @@ class _nullcontext(AbstractContextManager[PostgresServer]):
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| strategy | median µs | p99 µs | × held | failed when the server ends the backend |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['strategy']} | {row['median_us']:.0f} | {row['p99_us']:.0f}"
-            f" | {row['ratio']:.2f} | {row['failed']}/{row['fault_requests']} |"
-        )
-    return "\n".join(lines)
+    """The README's Markdown table."""
+    return latency_table(rows, "strategy", "held")
 
 
 def main() -> None:

@@ -20,17 +20,23 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import random
 import statistics
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 import django
 from django.conf import settings
 
 from serverless_pool.testing.postgres import APP_DATABASE, APP_PASSWORD, APP_USER, PostgresServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from placement import pin_client_and_server
+from tables import latency_table
 
 ENGINE = "django.db.backends.postgresql"
 OURS = "django_serverless_pool.backends.postgresql"
@@ -186,7 +192,8 @@ def _failures(
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Measure every strategy; one row each (persistent is the reference, ratio 1.0)."""
-    with PostgresServer() as server:
+    with PostgresServer() as server, ExitStack() as stack:
+        pin_client_and_server(server, stack)
         _configure(server)
         global urlpatterns
         urlpatterns = _urls()
@@ -240,17 +247,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| Django request (WSGI, SELECT 1) | median µs | p99 µs | × persistent"
-        " | failed when the server ends the backend |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['strategy']} | {row['median_us']:.0f} | {row['p99_us']:.0f}"
-            f" | {row['ratio']:.2f} | {row['failed']}/{row['fault_requests']} |"
-        )
-    return "\n".join(lines)
+    """The README's Markdown table."""
+    return latency_table(rows, "Django request (WSGI, SELECT 1)", "persistent")
 
 
 def main() -> None:

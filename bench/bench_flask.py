@@ -35,6 +35,7 @@ from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from placement import pin_client_and_server
+from tables import latency_table
 
 HELD = "held global connection"
 OURS = "serverless-pool"
@@ -289,20 +290,9 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     return rows
 
 
-def format_table(rows: list[dict[str, object]]) -> str:
+def format_table(rows: list[dict[str, Any]]) -> str:
     """The README's Markdown table."""
-    lines = [
-        "| Flask request (WSGI, SELECT 1) | median µs | p99 µs | × held connection"
-        " | failed when the server ends the backend |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['strategy']} | {float(str(row['median_us'])):.0f}"
-            f" | {float(str(row['p99_us'])):.0f} | {float(str(row['ratio'])):.2f}"
-            f" | {row['failed']}/{row['fault_requests']} |"
-        )
-    return "\n".join(lines)
+    return latency_table(rows, "Flask request (WSGI, SELECT 1)", "held connection")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
-from .postgres import APP_DATABASE, APP_PASSWORD, APP_USER, PostgresServer, free_port
+from .postgres import (
+    APP_DATABASE,
+    APP_PASSWORD,
+    APP_USER,
+    LoopbackEndpoint,
+    PostgresServer,
+    free_port,
+)
 
 __all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "PgBouncerServer", "find_pgbouncer"]
 
@@ -50,7 +56,7 @@ def find_pgbouncer() -> Path:
     )
 
 
-class PgBouncerServer:
+class PgBouncerServer(LoopbackEndpoint):
     """A PgBouncer process in a temporary directory, owned by this object.
 
     :param backend: the running `PostgresServer` to pool connections to.
@@ -176,29 +182,7 @@ class PgBouncerServer:
         assert self._process is not None, "the proxy is not running"
         return self._process.pid
 
-    # -- addresses -------------------------------------------------------------------
-
-    def conninfo(
-        self,
-        user: str = APP_USER,
-        password: str | None = APP_PASSWORD,
-        dbname: str = APP_DATABASE,
-        **extra: Any,
-    ) -> str:
-        """A libpq key/value conninfo for a database behind this proxy."""
-        params: dict[str, Any] = {"host": self.host, "port": self.port, "user": user}
-        if password is not None:
-            params["password"] = password
-        params["dbname"] = dbname
-        params.update(extra)
-        return make_conninfo("", **params)
-
-    def url(
-        self, user: str = APP_USER, password: str = APP_PASSWORD, dbname: str = APP_DATABASE
-    ) -> str:
-        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{dbname}"
-
-    # -- admin console ---------------------------------------------------------------
+    # -- admin console (conninfo() and url() come from LoopbackEndpoint) -----------
 
     def admin(self, command: str) -> list[dict[str, Any]]:
         """Run one admin console command (``SHOW POOLS``, ``RECONNECT app``...).

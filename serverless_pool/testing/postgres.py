@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["Backend", "PostgresServer", "find_bindir", "free_port"]
+__all__ = ["Backend", "LoopbackEndpoint", "PostgresServer", "find_bindir", "free_port"]
 
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "superuser-secret"  # noqa: S105 (a throwaway local server)
@@ -80,7 +80,38 @@ class Backend:
     query: str
 
 
-class PostgresServer:
+class LoopbackEndpoint:
+    """Addresses of a server (PostgreSQL, or a proxy in front of it) on `host`:`port`."""
+
+    host: str
+    port: int
+
+    def conninfo(
+        self,
+        user: str = APP_USER,
+        password: str | None = APP_PASSWORD,
+        dbname: str = APP_DATABASE,
+        **extra: Any,
+    ) -> str:
+        """A libpq key/value conninfo for a database on this server."""
+        params: dict[str, Any] = {"host": self.host, "port": self.port, "user": user}
+        if password is not None:
+            params["password"] = password
+        params["dbname"] = dbname
+        params.update(extra)
+        return make_conninfo("", **params)
+
+    def url(
+        self,
+        user: str = APP_USER,
+        password: str = APP_PASSWORD,
+        dbname: str = APP_DATABASE,
+    ) -> str:
+        """A ``postgresql://`` URL for a database on this server."""
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{dbname}"
+
+
+class PostgresServer(LoopbackEndpoint):
     """A PostgreSQL cluster in a temporary directory, owned by this object.
 
     Use as a context manager, or call `start()` and `stop()`.
@@ -192,30 +223,6 @@ class PostgresServer:
         self._pg_ctl("start")
 
     # -- addresses -------------------------------------------------------------------
-
-    def conninfo(
-        self,
-        user: str = APP_USER,
-        password: str | None = APP_PASSWORD,
-        dbname: str = APP_DATABASE,
-        **extra: Any,
-    ) -> str:
-        """A libpq key/value conninfo for this server."""
-        params: dict[str, Any] = {"host": self.host, "port": self.port, "user": user}
-        if password is not None:
-            params["password"] = password
-        params["dbname"] = dbname
-        params.update(extra)
-        return make_conninfo("", **params)
-
-    def url(
-        self,
-        user: str = APP_USER,
-        password: str = APP_PASSWORD,
-        dbname: str = APP_DATABASE,
-    ) -> str:
-        """A ``postgresql://`` URL for this server."""
-        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{dbname}"
 
     @property
     def superuser_conninfo(self) -> str:
