@@ -214,26 +214,6 @@ def _latency(variants: list[Variant], rounds: int, batch: int) -> dict[str, list
     return samples
 
 
-def _end_backends(superuser: psycopg.Connection[Any], application_name: str) -> None:
-    """End a variant's sessions and wait (bounded) until the server has let them go."""
-    pids = [
-        row[0]
-        for row in superuser.execute(
-            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (application_name,),
-        )
-    ]
-    deadline = time.monotonic() + 5
-    while pids and time.monotonic() < deadline:
-        left = superuser.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-        ).fetchone()
-        if left == (0,):
-            return
-        time.sleep(0.0005)
-
-
 def _failures(
     server: PostgresServer, variants: list[Variant], ours: int, others: int
 ) -> dict[str, tuple[int, int]]:
@@ -246,7 +226,7 @@ def _failures(
             failed = done = 0
             stop_at = time.monotonic() + 120
             while done < requests and time.monotonic() < stop_at:
-                _end_backends(superuser, application_name)
+                server.terminate_backends(application_name=application_name, admin=superuser)
                 try:
                     ok = client.request(app)
                 except Exception:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -33,6 +32,7 @@ from .postgres import (
     LoopbackEndpoint,
     PostgresServer,
     free_port,
+    unprivileged_user,
 )
 
 __all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "PgBouncerServer", "find_pgbouncer"]
@@ -92,7 +92,7 @@ class PgBouncerServer(LoopbackEndpoint):
         self.port = 0
         self.tmpdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._run_as = _choose_user()
+        self._run_as = unprivileged_user("PgBouncer")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -308,16 +308,3 @@ class PgBouncerServer(LoopbackEndpoint):
     def _chown(self, path: Path) -> None:
         if self._run_as is not None:
             os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
-
-
-def _choose_user() -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return None
-    name = os.environ.get("SERVERLESS_POOL_PG_USER", "postgres")
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise RuntimeError(
-            f"PgBouncer will not run as root and there is no user {name!r} to run it as;"
-            " create one or set SERVERLESS_POOL_PG_USER"
-        ) from None

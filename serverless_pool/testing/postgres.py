@@ -31,7 +31,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["Backend", "LoopbackEndpoint", "PostgresServer", "find_bindir", "free_port"]
+__all__ = [
+    "Backend",
+    "LoopbackEndpoint",
+    "PostgresServer",
+    "find_bindir",
+    "free_port",
+    "unprivileged_user",
+]
 
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "superuser-secret"  # noqa: S105 (a throwaway local server)
@@ -59,6 +66,21 @@ def find_bindir() -> Path:
         "PostgreSQL server binaries (initdb, pg_ctl) were not found; install them with "
         "'apt-get install postgresql' or point SERVERLESS_POOL_PG_BINDIR at their directory"
     )
+
+
+def unprivileged_user(program: str) -> pwd.struct_passwd | None:
+    """The user to run `program` as: None when not root, else ``postgres`` (or
+    ``SERVERLESS_POOL_PG_USER``). PostgreSQL and PgBouncer both refuse to run as root."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("SERVERLESS_POOL_PG_USER", "postgres")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise RuntimeError(
+            f"{program} will not run as root and there is no user {name!r} to run it as;"
+            " create one or set SERVERLESS_POOL_PG_USER"
+        ) from None
 
 
 def free_port() -> int:
@@ -131,7 +153,7 @@ class PostgresServer(LoopbackEndpoint):
         self.port = 0
         self.tmpdir: Path | None = None
         self._frozen: set[int] = set()
-        self._run_as = self._choose_user()
+        self._run_as = unprivileged_user("PostgreSQL")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -326,19 +348,6 @@ class PostgresServer(LoopbackEndpoint):
             time.sleep(0.02)
 
     # -- plumbing --------------------------------------------------------------------
-
-    @staticmethod
-    def _choose_user() -> pwd.struct_passwd | None:
-        if os.geteuid() != 0:
-            return None
-        name = os.environ.get("SERVERLESS_POOL_PG_USER", "postgres")
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            raise RuntimeError(
-                f"PostgreSQL will not run as root and there is no user {name!r} to run it as;"
-                " create one or set SERVERLESS_POOL_PG_USER"
-            ) from None
 
     def _chown(self, path: Path) -> None:
         if self._run_as is not None:

@@ -115,27 +115,6 @@ def test_no_session_is_left_idle_in_transaction(
     assert labels(postgres, table) == []
 
 
-def end_backends(superuser: psycopg.Connection[tuple[object, ...]], app_name: str) -> int:
-    """End the app's backends and wait (bounded) until they are gone."""
-    pids = [
-        row[1]
-        for row in superuser.execute(
-            "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity"
-            " WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (app_name,),
-        )
-    ]
-    deadline = time.monotonic() + 5
-    while pids and time.monotonic() < deadline:
-        left = superuser.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-        ).fetchone()
-        if left == (0,):
-            break
-        time.sleep(0.001)
-    return len(pids)
-
-
 def test_backends_ended_between_requests_cause_no_failed_request(
     make_app: MakeApp, postgres: PostgresServer, app_name: str
 ) -> None:
@@ -153,7 +132,7 @@ def test_backends_ended_between_requests_cause_no_failed_request(
     stop_at = time.monotonic() + 60
     with psycopg.connect(postgres.superuser_conninfo, autocommit=True) as superuser:
         while len(statuses) < 300 and time.monotonic() < stop_at:
-            ended += end_backends(superuser, app_name)
+            ended += postgres.terminate_backends(application_name=app_name, admin=superuser)
             statuses.append(client.get("/").status_code)
     assert statuses == [200] * 300
     assert ended == 299  # the first request had no backend to end yet
