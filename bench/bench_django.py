@@ -18,7 +18,6 @@ ratio), and how many requests fail when the server ends the backend between requ
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import random
@@ -28,6 +27,7 @@ import time
 from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import django
 from django.conf import settings
@@ -126,21 +126,9 @@ def _handler(middleware: list[str]) -> Any:
 
 
 def _environ(alias: str) -> dict[str, Any]:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": f"/{alias}",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "bench",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
+    environ: dict[str, Any] = {"PATH_INFO": f"/{alias}"}
+    setup_testing_defaults(environ)  # the standard library's minimal WSGI environ
+    return environ
 
 
 class _Client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import djtest_views
 import pytest
@@ -221,24 +222,9 @@ def test_no_session_is_left_idle_in_transaction(client: Client, postgres: Postgr
 
 
 def _environ(path: str) -> dict[str, object]:
-    import io
-    import sys
-
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    setup_testing_defaults(environ)  # the standard library's minimal WSGI environ
+    return environ
 
 
 def test_between_requests_the_session_is_parked_and_django_setup_is_skipped(
