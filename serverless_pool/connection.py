@@ -102,7 +102,7 @@ class PooledConnection(psycopg.Connection[Row]):
         self._sp_watch = watch_socket(self.pgconn.socket)
 
     def _sp_socket_quiet(self) -> bool:
-        """`socket_is_quiet()`, with the poll object kept between calls."""
+        """True if libpq thinks the connection is fine and its socket has nothing to read."""
         if self.pgconn.status != _OK:
             return False
         if self._sp_watch is None:

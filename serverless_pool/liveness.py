@@ -1,6 +1,7 @@
 """Is this idle connection still alive? Two checks, cheapest first.
 
-`socket_is_quiet()` is a zero-timeout ``poll()`` on the connection's socket: an idle
+`watch_socket()` makes a poll object for a zero-timeout ``poll()`` on the connection's
+socket, kept with the connection (`PooledConnection._sp_socket_quiet()`): an idle
 connection has nothing to read, so anything readable (the server's goodbye message, an
 EOF, a reset) means the server has ended the session, even though libpq still reports
 the connection as OK. It costs about a microsecond and runs on every borrow.
@@ -19,20 +20,9 @@ import time
 import psycopg
 from psycopg import pq
 
-__all__ = ["ping", "socket_is_quiet", "watch_socket"]
+__all__ = ["ping", "watch_socket"]
 
 _ALARMS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
-
-
-def socket_is_quiet(pgconn: pq.abc.PGconn) -> bool:
-    """True if libpq thinks the connection is fine and its socket has nothing to read."""
-    if pgconn.status != pq.ConnStatus.OK:
-        return False
-    try:
-        fd = pgconn.socket
-    except psycopg.OperationalError:
-        return False
-    return not watch_socket(fd).poll(0)
 
 
 def watch_socket(fd: int) -> select.poll:

@@ -48,14 +48,17 @@ Password = str | Callable[[], str]
 class _Entry:
     """Book-keeping for one connection the pool owns."""
 
-    __slots__ = ("conn", "created_at", "expires_at", "last_used")
+    __slots__ = ("conn", "expires_at", "last_used")
 
     def __init__(self, conn: PooledConnection[Any], now: float, lifetime: float) -> None:
         self.conn = conn
-        self.created_at = now
+        self.last_used = now
+        self.renew(now, lifetime)
+
+    def renew(self, now: float, lifetime: float) -> None:
+        """Start the lifetime of a new server session."""
         # Up to 10% shorter, so that a fleet started together does not reconnect together.
         self.expires_at = now + lifetime * (1.0 - 0.1 * random.random())
-        self.last_used = now
 
 
 class ServerlessPool:
@@ -121,7 +124,6 @@ class ServerlessPool:
         self._waiting = 0
         self._closed = False
         self._stats = st.PoolStats()
-        self._counts = self._stats.counts
         # A connection used this recently needs no ping and cannot be idle too long.
         self._recent = min(self.settings.ping_after_idle, self.settings.max_idle)
         self._reset_always = self.settings.reset_on_return == "always"
@@ -601,9 +603,7 @@ class ServerlessPool:
             self._stats.add(st.STATEMENT_RETRIES)
             entry = self._out.get(id(conn))
         if entry is not None:
-            now = time.monotonic()
-            entry.created_at = now
-            entry.expires_at = now + self.settings.max_lifetime * (1.0 - 0.1 * random.random())
+            entry.renew(time.monotonic(), self.settings.max_lifetime)
         logger.info("pool %r: replaced a connection before its first statement", self.name)
         return True
 

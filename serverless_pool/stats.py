@@ -71,11 +71,6 @@ class PoolStats:
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
 
-    @property
-    def counts(self) -> Counter[str]:
-        """The live counters, for the pool's hot path to bump directly."""
-        return self._counts
-
     def add(self, key: str, amount: int = 1) -> None:
         self._counts[key] += amount
 
@@ -87,5 +82,5 @@ class PoolStats:
 
     def pop(self) -> dict[str, int]:
         counts = dict(self._counts)
-        self._counts.clear()  # in place: the pool holds a reference to this Counter
+        self._counts.clear()
         return counts
