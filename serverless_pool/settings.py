@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal
 
@@ -26,6 +26,8 @@ __all__ = [
     "PoolSettings",
     "Setting",
     "running_on_lambda",
+    "show_value",
+    "unknown_name_message",
 ]
 
 ENV_PREFIX: Final = "SERVERLESS_POOL_"
@@ -318,7 +320,7 @@ class PoolSettings:
         env = os.environ if environ is None else environ
         unknown = sorted(set(values) - set(_BY_NAME))
         if unknown:
-            raise SettingsError(_unknown_message(unknown[0], source))
+            raise SettingsError(unknown_name_message(unknown[0], _BY_NAME, source))
         resolved: dict[str, Any] = {}
         for setting in SCHEMA:
             if setting.name in values:
@@ -375,7 +377,7 @@ def _known(name: str) -> Setting:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise SettingsError(_unknown_message(name, "keyword argument")) from None
+        raise SettingsError(unknown_name_message(name, _BY_NAME, "keyword argument")) from None
 
 
 def _parse(setting: Setting, value: object, source: str) -> Any:
@@ -383,19 +385,30 @@ def _parse(setting: Setting, value: object, source: str) -> Any:
         return setting.parse(value)
     except ValueError as err:
         where = setting.env_var if source == "environment variable" else setting.name
-        raise SettingsError(f"{source} {where}: {err}, got {_show(value)}") from None
+        raise SettingsError(f"{source} {where}: {err}, got {show_value(value)}") from None
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
+    """A value for an error message, shortened (values here are never secrets)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _unknown_message(name: str, source: str) -> str:
-    message = f"unknown {source} {name!r}"
-    close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+def unknown_name_message(
+    name: object,
+    known: Iterable[str],
+    what: str,
+    *,
+    quote: bool = True,
+    known_as: str = "settings",
+) -> str:
+    """``unknown <what> 'name'; did you mean 'close'?`` (or the list of known names).
+
+    Shared by the core and the integrations, each naming its own source in `what`.
+    """
+    show = repr if quote else str
+    message = f"unknown {what} {show(name)}"
+    close = difflib.get_close_matches(str(name), sorted(known), n=1)
     if close:
-        message += f"; did you mean {close[0]!r}?"
-    else:
-        message += f"; known settings: {', '.join(sorted(_BY_NAME))}"
-    return message
+        return f"{message}; did you mean {show(close[0])}?"
+    return f"{message}; known {known_as}: {', '.join(sorted(known))}"

@@ -13,13 +13,13 @@ workers × processes) may run at once, used by the connection budget check.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any, Final
 
 from django.conf import settings
 
 from serverless_pool import SCHEMA, PoolSettings, SettingsError
+from serverless_pool.settings import unknown_name_message
 
 __all__ = ["INTEGRATION_KEYS", "SETTING", "conf"]
 
@@ -87,11 +87,7 @@ def _concurrency(value: object, source: str) -> int | None:
 
 def unknown_key_message(key: str, source: str) -> str:
     """``unknown SERVERLESS_POOL setting 'max_szie'; did you mean 'max_size'?``"""
-    message = f"unknown {source} setting {key!r}"
-    close = difflib.get_close_matches(str(key), _KNOWN, n=1)
-    if close:
-        return f"{message}; did you mean {close[0]!r}?"
-    return f"{message}; known settings: {', '.join(sorted(_KNOWN))}"
+    return unknown_name_message(key, _KNOWN, f"{source} setting")
 
 
 def _source(alias: str) -> str:

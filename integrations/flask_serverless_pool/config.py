@@ -7,14 +7,19 @@ environment and the config without renaming. Errors name the config key.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from serverless_pool.errors import SettingsError
-from serverless_pool.settings import ENV_PREFIX, SCHEMA, PoolSettings
+from serverless_pool.settings import (
+    ENV_PREFIX,
+    SCHEMA,
+    PoolSettings,
+    show_value,
+    unknown_name_message,
+)
 
 __all__ = ["CONFIG_KEYS", "DATABASE_URL_KEY", "PoolConfig", "read_config"]
 
@@ -57,7 +62,7 @@ def read_config(
             try:
                 setting.parse(value)
             except ValueError as err:
-                raise SettingsError(f"{_SOURCE} {key}: {err}, got {_show(value)}") from None
+                raise SettingsError(f"{_SOURCE} {key}: {err}, got {show_value(value)}") from None
             values[setting.name] = value
             sources[setting.name] = "config"
         elif key in env:
@@ -99,17 +104,7 @@ def _conninfo(config: Mapping[str, object], env: Mapping[str, str]) -> str:
 def _refuse_unknown_keys(config: Mapping[str, object]) -> None:
     known = {*CONFIG_KEYS, DATABASE_URL_KEY}
     for key in sorted(k for k in config if isinstance(k, str) and k.startswith(ENV_PREFIX)):
-        if key in known:
-            continue
-        message = f"unknown {_SOURCE} {key}"
-        close = difflib.get_close_matches(key, sorted(known), n=1)
-        if close:
-            message += f"; did you mean {close[0]}?"
-        else:
-            message += f"; known keys: {', '.join(sorted(known))}"
-        raise SettingsError(message)
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        if key not in known:
+            raise SettingsError(
+                unknown_name_message(key, known, _SOURCE, quote=False, known_as="keys")
+            )
