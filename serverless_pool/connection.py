@@ -16,15 +16,16 @@ Two things need to happen *inside* psycopg's execution path, so they live here:
 from __future__ import annotations
 
 import select
-import time
 from collections.abc import Callable
 from functools import partial
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 from weakref import ref
 
 import psycopg
-from psycopg import pq
+from psycopg import IsolationLevel, pq
 from psycopg._connection_base import BaseConnection
+from psycopg.abc import PQGen
 from psycopg.rows import Row
 
 from .liveness import watch_socket
@@ -76,6 +77,35 @@ def changes_session_state(command_status: bytes | None, sent: bytes | None) -> b
     return False
 
 
+# `changes_session_state()` by the query as the app passed it (its text decides the
+# command tag too). An app sends the same few queries over and over, the parameters
+# apart: a dictionary look-up costs less than reading the tag and scanning the text.
+_verdicts: dict[str | bytes, bool] = {}
+_MAX_VERDICTS = 512
+
+
+def _learn_verdict(cursor: Any) -> bool:
+    """`changes_session_state()` for the statement `cursor` just ran, remembered."""
+    result = cursor.pgresult
+    if result is None:
+        return False  # no answer yet (pipeline mode): nothing to learn from
+    query = cursor._last_query
+    # The text as sent; psycopg keeps none for a prepared statement, so that of the
+    # app's query then (placeholders differ, the words scanned for do not).
+    if isinstance(query, str):
+        sent: bytes | None = query.encode()
+    elif isinstance(query, bytes):
+        sent = query
+    else:  # psycopg.sql objects: not a dictionary key
+        pgq = cursor._query
+        return changes_session_state(result.command_status, None if pgq is None else pgq.query)
+    verdict = changes_session_state(result.command_status, sent)
+    if len(_verdicts) >= _MAX_VERDICTS:
+        _verdicts.clear()  # queries with literals built in: start over
+    _verdicts[query] = verdict
+    return verdict
+
+
 class PooledConnection(psycopg.Connection[Row]):
     """A psycopg connection owned by a `ServerlessPool`.
 
@@ -85,12 +115,16 @@ class PooledConnection(psycopg.Connection[Row]):
     # Set by the pool: replaces the server connection under this object, returns False
     # if it could not.
     _sp_replace: Callable[[PooledConnection[Any], str], bool] | None = None
-    # No statement has been sent in the current borrow.
-    _sp_fresh: bool = False
-    # When the pool last saw the socket quiet (time.monotonic()).
-    _sp_checked_at: float = 0.0
+    # While no statement has been sent in the current borrow: when (time.monotonic())
+    # the pool saw the socket quiet. 0.0 otherwise.
+    _sp_fresh: float = 0.0
     # A statement of the current borrow changed session state.
     _sp_dirty: bool = False
+    # The return must look at the connection before shelving it: the session state or
+    # one of psycopg's connection attributes (autocommit, isolation level, read-only,
+    # deferrable, prepare threshold) may differ from the pool's, or the pool resets
+    # every connection. One flag, so that a clean return reads one attribute.
+    _sp_unclean: bool = False
     # Whether statements are watched for session changes (reset_on_return="auto").
     _sp_track: bool = False
 
@@ -110,14 +144,10 @@ class PooledConnection(psycopg.Connection[Row]):
         assert self._sp_watch is not None
         return not self._sp_watch.poll(0)
 
-    def _sp_before_statement(self) -> None:
-        """Run by cursors before the first statement of a borrow."""
-        self._sp_fresh = False
+    def _sp_recheck(self) -> None:
+        """Before the first statement, when time passed since the borrow's check."""
         if (
             self._sp_replace is not None
-            # The borrow's own check is fresh enough when the statement follows at once
-            # (the common case): a second poll would only add a system call per request.
-            and time.monotonic() - self._sp_checked_at > RECHECK_AFTER
             and self.pgconn.transaction_status == _IDLE
             and not self._sp_socket_quiet()
         ):
@@ -157,48 +187,110 @@ class PooledConnection(psycopg.Connection[Row]):
         self._prepared._to_flush.clear()
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        if self._sp_fresh:
-            self._sp_before_statement()
+        checked_at = self._sp_fresh
+        if checked_at:
+            self._sp_fresh = 0.0
+            if _monotonic() - checked_at > RECHECK_AFTER:
+                self._sp_recheck()
         return super().transaction(*args, **kwargs)
+
+    # psycopg changes these attributes through these generators (the properties and
+    # the set_*() methods alike): a change makes the return look and restore them.
+
+    def _set_autocommit_gen(self, value: bool) -> PQGen[None]:
+        self._sp_unclean = True
+        return super()._set_autocommit_gen(value)
+
+    def _set_isolation_level_gen(self, value: IsolationLevel | None) -> PQGen[None]:
+        self._sp_unclean = True
+        return super()._set_isolation_level_gen(value)
+
+    def _set_read_only_gen(self, value: bool | None) -> PQGen[None]:
+        self._sp_unclean = True
+        return super()._set_read_only_gen(value)
+
+    def _set_deferrable_gen(self, value: bool | None) -> PQGen[None]:
+        self._sp_unclean = True
+        return super()._set_deferrable_gen(value)
+
+    @property
+    def prepare_threshold(self) -> int | None:
+        return self._prepared.prepare_threshold
+
+    @prepare_threshold.setter
+    def prepare_threshold(self, value: int | None) -> None:
+        self._sp_unclean = True
+        self._prepared.prepare_threshold = value
 
 
 class PooledCursorMixin:
-    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class."""
+    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class.
+
+    `execute()`, the statement of nearly every request, has the hooks written out in
+    it: each call saved there is paid on every request.
+    """
 
     if TYPE_CHECKING:
         _pgconn: pq.abc.PGconn
         _conn: Any
+        _query: Any
+        _last_query: Any
+        pgresult: pq.abc.PGresult | None
 
     def _sp_sync(self) -> bool:
         """Prepare for a statement; True if it is the first of the borrow."""
         conn = self._conn
-        fresh: bool = conn._sp_fresh
-        if fresh:
-            conn._sp_before_statement()
+        checked_at = conn._sp_fresh
+        if checked_at:
+            conn._sp_fresh = 0.0
+            if _monotonic() - checked_at > RECHECK_AFTER:
+                conn._sp_recheck()
         if self._pgconn is not conn.pgconn:
             self._pgconn = conn.pgconn
-        return fresh
+        return bool(checked_at)
 
     def _sp_track(self) -> None:
+        """After a statement: mark the session for a reset if the statement changed it."""
         conn = self._conn
         if conn._sp_track and not conn._sp_dirty:
-            result = self.pgresult  # type: ignore[attr-defined]
-            if result is not None:
-                sent = self._query  # type: ignore[attr-defined]
-                conn._sp_dirty = changes_session_state(
-                    result.command_status, sent.query if sent is not None else None
-                )
+            try:
+                verdict = _verdicts.get(self._last_query)
+            except TypeError:  # a psycopg.sql object
+                verdict = None
+            if verdict is None:
+                verdict = _learn_verdict(self)
+            if verdict:
+                conn._sp_dirty = conn._sp_unclean = True
 
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        fresh = self._sp_sync()
+        # _sp_sync(), written out
+        conn = self._conn
+        checked_at = conn._sp_fresh
+        if checked_at:
+            conn._sp_fresh = 0.0
+            # The borrow's own check is fresh enough when the statement follows at
+            # once (the common case): a second poll would only add a system call.
+            if _monotonic() - checked_at > RECHECK_AFTER:
+                conn._sp_recheck()
+        if self._pgconn is not conn.pgconn:
+            self._pgconn = conn.pgconn
         try:
             rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
         except psycopg.OperationalError as err:
-            if not (fresh and self._conn._sp_may_retry(err)):
+            if not (checked_at and conn._sp_may_retry(err)):
                 raise
-            self._sp_sync()
+            self._pgconn = conn.pgconn
             rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
-        self._sp_track()
+        # _sp_track(), written out
+        if conn._sp_track and not conn._sp_dirty:
+            try:
+                verdict = _verdicts.get(self._last_query)
+            except TypeError:  # a psycopg.sql object
+                verdict = None
+            if verdict is None:
+                verdict = _learn_verdict(self)
+            if verdict:
+                conn._sp_dirty = conn._sp_unclean = True
         return rv
 
     def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:

@@ -119,7 +119,7 @@ class ServerlessPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._idle: list[_Entry] = []  # a stack: the most recently used is reused first
-        self._out: dict[int, _Entry] = {}
+        self._out: dict[PooledConnection[Any], _Entry] = {}  # on loan
         self._pending = 0  # connections being opened, checked or reset, off both lists
         self._waiting = 0
         self._closed = False
@@ -127,9 +127,6 @@ class ServerlessPool:
         # A connection used this recently needs no ping and cannot be idle too long.
         self._recent = min(self.settings.ping_after_idle, self.settings.max_idle)
         self._reset_always = self.settings.reset_on_return == "always"
-        self._reset_dirty = self.settings.reset_on_return == "auto"
-        self._autocommit = self.settings.autocommit
-        self._prepare_threshold = self.settings.prepare_threshold
         # Borrows served by the fast path: counted apart, as a plain integer.
         self._quick_borrows = 0
         lifecycle.register(self)
@@ -155,22 +152,18 @@ class ServerlessPool:
             # young, was used moments ago, and its socket is quiet (one poll() call).
             idle = self._idle
             if idle and not self._closed:
-                entry = idle[-1]
+                entry = idle.pop()
                 conn = entry.conn
-                watch = conn._sp_watch
                 if (
                     now - entry.last_used < self._recent
                     and now < entry.expires_at
-                    and watch is not None
-                    and not watch.poll(0)
+                    and not conn._sp_watch.poll(0)  # type: ignore[union-attr]
                 ):
-                    idle.pop()
-                    self._out[id(conn)] = entry
+                    self._out[conn] = entry
                     self._quick_borrows += 1
-                    conn._sp_fresh = True
-                    conn._sp_dirty = False
-                    conn._sp_checked_at = now
+                    conn._sp_fresh = now
                     return conn
+                idle.append(entry)
         return self._acquire_checked(now, timeout)
 
     def _acquire_checked(self, now: float, timeout: float | None) -> PooledConnection[TupleRow]:
@@ -243,7 +236,7 @@ class ServerlessPool:
                     closing = entry
                 else:
                     closing = None
-                    self._out[id(entry.conn)] = entry
+                    self._out[entry.conn] = entry
                     self._stats.add(st.BORROWS)
                     if waited:
                         self._stats.add(st.WAIT_MS, int((time.monotonic() - started) * 1000))
@@ -251,9 +244,7 @@ class ServerlessPool:
                 closing.conn.close()
                 raise PoolClosed(f"the pool {self.name!r} is closed")
             conn = entry.conn
-            conn._sp_fresh = True
-            conn._sp_dirty = False
-            conn._sp_checked_at = time.monotonic()
+            conn._sp_fresh = time.monotonic()
             return conn
 
     def release(self, conn: psycopg.Connection[Any]) -> None:
@@ -264,30 +255,21 @@ class ServerlessPool:
         """
         now = _monotonic()
         with self._lock:
-            entry = self._out.pop(id(conn), None)
-            if entry is None or entry.conn is not conn:
-                if entry is not None:
-                    self._out[id(conn)] = entry
+            entry = self._out.pop(conn, None)  # type: ignore[call-overload]
+            if entry is None:
                 raise PoolError(
                     f"this connection is not on loan from the pool {self.name!r}"
                     " (returned twice, or borrowed elsewhere)"
                 )
-            # Nothing to undo (the common case): straight back on the stack. psycopg's
-            # attributes are read directly, not through their properties, on this path;
-            # a broken connection reports an UNKNOWN transaction status.
+            # Nothing to undo (the common case): straight back on the stack. Changes
+            # that need undoing mark the connection unclean as they happen; a broken
+            # connection reports an UNKNOWN transaction status.
             if (
-                now < entry.expires_at
-                and not self._closed
+                not conn._sp_unclean  # type: ignore[attr-defined]
                 and conn.pgconn.transaction_status == _IDLE
-                and not (conn._sp_dirty and self._reset_dirty)  # type: ignore[attr-defined]
-                and conn._autocommit is self._autocommit
-                and conn._isolation_level is None
-                and conn._read_only is None
-                and conn._deferrable is None
-                and conn._prepared.prepare_threshold == self._prepare_threshold
-                and not self._reset_always
+                and now < entry.expires_at
+                and not self._closed
             ):
-                conn._sp_fresh = False  # type: ignore[attr-defined]
                 entry.last_used = now
                 self._idle.append(entry)
                 if self._waiting:
@@ -447,7 +429,7 @@ class ServerlessPool:
     def _reset(self, entry: _Entry) -> str | None:
         """Clean a returned connection; the reason to discard it, or None to keep it."""
         conn = entry.conn
-        conn._sp_fresh = False
+        conn._sp_fresh = 0.0
         pgconn = conn.pgconn
         if conn.closed or pgconn.status != _OK:
             return st.BAD_STATE
@@ -472,7 +454,6 @@ class ServerlessPool:
                 conn.execute("DISCARD ALL", prepare=False)
             except psycopg.Error:
                 return st.RESET_FAILED
-            conn._sp_dirty = False
             self._stats.add(st.RESETS)
         try:
             if conn.autocommit is not settings.autocommit:
@@ -487,6 +468,8 @@ class ServerlessPool:
             return st.BAD_STATE
         if conn.prepare_threshold != settings.prepare_threshold:
             conn.prepare_threshold = settings.prepare_threshold
+        conn._sp_dirty = False
+        conn._sp_unclean = self._reset_always
         return None
 
     def _discard(self, entry: _Entry, reason: str | None) -> None:
@@ -581,6 +564,8 @@ class ServerlessPool:
             if secret and secret in str(err):
                 raise psycopg.OperationalError(str(err).replace(secret, "…")) from None
             raise
+        # Set up from the connection arguments: as the pool wants it.
+        conn._sp_unclean = self._reset_always
         conn.cursor_factory = PooledCursor
         conn.server_cursor_factory = PooledServerCursor
         conn._sp_watch_socket()
@@ -601,7 +586,7 @@ class ServerlessPool:
         with self._lock:
             self._stats.replaced(reason)
             self._stats.add(st.STATEMENT_RETRIES)
-            entry = self._out.get(id(conn))
+            entry = self._out.get(conn)
         if entry is not None:
             entry.renew(time.monotonic(), self.settings.max_lifetime)
         logger.info("pool %r: replaced a connection before its first statement", self.name)
@@ -642,24 +627,20 @@ class _Borrow:
 
     __slots__ = ("_conn", "_pool", "_timeout")
 
+    _conn: PooledConnection[TupleRow]
+
     def __init__(self, pool: ServerlessPool, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._conn: PooledConnection[TupleRow] | None = None
 
     def __enter__(self) -> PooledConnection[TupleRow]:
-        self._conn = self._pool.acquire(self._timeout)
-        return self._conn
+        self._conn = conn = self._pool.acquire(self._timeout)
+        return conn
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self._pool.release(conn)
+    # (*exc_info): the three arguments are not needed, and naming them costs time
+    def __exit__(self, *exc_info: object) -> None:
+        # Leaving the block twice would release twice: the pool refuses that.
+        self._pool.release(self._conn)
 
 
 def _disown(conn: PooledConnection[Any]) -> None:

@@ -157,6 +157,28 @@ def test_prepared_statements_survive_a_reset(make_pool: Callable[..., Serverless
     assert pool.stats()["resets"] == 3
 
 
+def test_session_changes_by_prepared_statements_are_caught(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    """psycopg keeps no statement text for a prepared statement; the change is still seen."""
+    pool = make_pool(max_size=1, prepare_threshold=0)  # every statement prepared at once
+    for round_no in range(3):
+        with pool.connection() as conn:
+            assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
+            conn.execute("SELECT set_config('work_mem', %s, false)", (f"{6 + round_no}MB",))
+    assert pool.stats()["resets"] == 3
+
+
+def test_session_changes_through_sql_composition_are_caught(pool: ServerlessPool) -> None:
+    from psycopg import sql
+
+    with pool.connection() as conn:
+        conn.execute(sql.SQL("SELECT set_config({}, '8MB', false)").format(sql.Literal("work_mem")))
+    with pool.connection() as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
+    assert pool.stats()["resets"] == 1
+
+
 def test_row_factory_changes_are_scoped_to_the_borrow(pool: ServerlessPool) -> None:
     with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         assert cur.execute("SELECT 1 AS one").fetchone() == {"one": 1}

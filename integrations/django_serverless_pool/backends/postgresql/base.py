@@ -265,8 +265,13 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         pools.returned(self)
         self.run_on_commit = []
         self.errors_occurred = False
-        with self.wrap_database_errors:
+        try:
             lender.release(connection)
+        except psycopg.Error:
+            # Django's exception for it; entering the wrapper only on an error saves
+            # two calls on every request.
+            with self.wrap_database_errors:
+                raise
         return True
 
     def _sp_unpark(self) -> None:
@@ -274,9 +279,16 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         parked, pool = self.connection, self._sp_parked
         self._sp_parked = None
         self.connection = None
-        current = self.serverless_pool
-        with self.wrap_database_errors:
+        # Whatever would change the pool to use closes it: DATABASES, SERVERLESS_POOL,
+        # TIME_ZONE or USE_TZ changing (the setting_changed signal), the test runner
+        # renaming the database (it closes the connection first). An open pool
+        # is still this alias's pool.
+        current = self.serverless_pool if pool is None or pool.closed else pool
+        try:
             connection = current.acquire()
+        except psycopg.Error:
+            with self.wrap_database_errors:
+                raise
         if connection is parked and pool is current:
             self.connection = connection
             self._sp_lender = current
