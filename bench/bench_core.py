@@ -1,10 +1,11 @@
 """Borrow + ``SELECT 1`` + return, for each way of holding a PostgreSQL connection.
 
 Every strategy is measured in the same run against the same throwaway server, in
-interleaved rounds (each round runs a batch of every strategy in turn), so machine noise
-hits all of them alike. Printed: median and p99 in microseconds, the ratio of each
-median to the held raw connection, and the failure rate when the server ends the
-backend between requests.
+interleaved rounds (each round runs a short batch of every strategy, in a shuffled
+order), so machine noise hits all of them alike. Printed: median and p99 in
+microseconds, the ratio to the held raw connection (paired by round: the median over
+rounds of each round's median over the held connection's in that round, see
+`rounds.py`), and the failure rate when the server ends the backend between requests.
 
     python bench/bench_core.py [--quick]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from placement import pin_client_and_server
+from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
 
 Request = Callable[[], object]
@@ -44,6 +47,7 @@ class Strategy:
         self.request = request
         self.close = close
         self.samples: list[float] = []
+        self.round_medians: list[float] = []
 
 
 def _held(conninfo: str) -> Strategy:
@@ -108,16 +112,19 @@ def _measure(strategies: list[Strategy], rounds: int, batch: dict[str, int]) -> 
         for _ in range(20):
             strategy.request()
     clock = time.perf_counter_ns
-    for round_no in range(rounds):
-        # rotate the order so no strategy always runs right after a slow one
-        order = strategies[round_no % len(strategies) :] + strategies[: round_no % len(strategies)]
+    order = list(strategies)
+    shuffle = random.Random(7).shuffle
+    for _ in range(rounds):
+        shuffle(order)  # no strategy always runs right after the same one
         for strategy in order:
             request = strategy.request
-            samples = strategy.samples
+            timed = []
             for _ in range(batch.get(strategy.name, batch["default"])):
                 start = clock()
                 request()
-                samples.append((clock() - start) / 1000)
+                timed.append((clock() - start) / 1000)
+            strategy.samples.extend(timed)
+            strategy.round_medians.append(statistics.median(timed))
 
 
 def _failure_rate(
@@ -194,16 +201,12 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
             lambda: _connect_per_request(conninfo),
         ]
         strategies = [make() for make in makers]
-        rounds = 10 if quick else 40
-        per_batch = 100 if quick else 250
-        _measure(
-            strategies,
-            rounds,
-            {"default": per_batch, "connect per request": max(5, per_batch // 25)},
-        )
+        rounds = 40 if quick else 200
+        per_batch = 50
+        _measure(strategies, rounds, {"default": per_batch, "connect per request": 3})
         for strategy in strategies:
             strategy.close()
-        held = statistics.median(strategies[0].samples)
+        held = strategies[0].round_medians
         fault_requests = {"ServerlessPool (socket check on)": 200 if quick else 1000}
         rows = []
         for make, strategy in zip(makers, strategies, strict=True):
@@ -211,13 +214,15 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
             failed, total = _failure_rate(
                 pg, make, fault_requests.get(strategy.name, 50 if quick else 200)
             )
-            median = statistics.median(samples)
+            q1, q3 = ratio_quartiles(strategy.round_medians, held)
             rows.append(
                 {
                     "strategy": strategy.name,
-                    "median_us": median,
+                    "median_us": statistics.median(samples),
                     "p99_us": samples[int(len(samples) * 0.99) - 1],
-                    "ratio": median / held,
+                    "ratio": paired_ratio(strategy.round_medians, held),
+                    "ratio_q1": q1,
+                    "ratio_q3": q3,
                     "samples": len(samples),
                     "failed": failed,
                     "fault_requests": total,

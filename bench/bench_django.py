@@ -36,6 +36,7 @@ from serverless_pool.testing.postgres import APP_DATABASE, APP_PASSWORD, APP_USE
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from placement import pin_client_and_server
+from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
 
 ENGINE = "django.db.backends.postgresql"
@@ -194,8 +195,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         for client in clients:  # warm up: connections, caches, the version check
             for _ in range(20):
                 client.request()
-        rounds = 20 if quick else 100
-        batch = 50 if quick else 100
+        rounds = 40 if quick else 200
+        batch = 25 if quick else 50
         for _ in range(rounds):
             random.shuffle(clients)
             for client in clients:
@@ -208,16 +209,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             failed, done = _failures(server, client, faults, budget_s=60.0)
             samples = sorted(client.samples)
             median = statistics.median(samples)
+            quartiles = ratio_quartiles(client.round_medians, reference)
             rows.append(
                 {
                     "strategy": client.label,
                     "median_us": median,
                     "p99_us": samples[max(0, int(len(samples) * 0.99) - 1)],
-                    # Paired by round: each round's median over the persistent one's
-                    # in the same round, so that load drifting over the run cancels.
-                    "ratio": statistics.median(
-                        m / r for m, r in zip(client.round_medians, reference, strict=True)
-                    ),
+                    "ratio": paired_ratio(client.round_medians, reference),
+                    "ratio_q1": quartiles[0],
+                    "ratio_q3": quartiles[1],
                     "samples": len(samples),
                     "failed": failed,
                     "fault_requests": done,

@@ -5,8 +5,9 @@
 Every variant is a real Flask app with one view; each request is a plain WSGI call
 (``app(environ, start_response)``, the way a WSGI server or a Lambda adapter calls it),
 and the variants take turns in batches of requests, in a shuffled order, so that
-machine noise hits all alike. Printed: median and p99 latency in µs and the ratio of medians to
-the app holding one global psycopg connection (reopened when psycopg sees it closed).
+machine noise hits all alike. Printed: median and p99 latency in µs and the ratio to
+the app holding one global psycopg connection (reopened when psycopg sees it closed),
+paired by round (see `rounds.py`).
 Then each variant serves requests while the server ends its backend before every
 request (1,000 for ours, 200 for the others), and the failed requests are counted.
 
@@ -35,6 +36,7 @@ from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from placement import pin_client_and_server
+from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
 
 HELD = "held global connection"
@@ -188,13 +190,16 @@ def _percentile(samples: list[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
 
 
-def _latency(variants: list[Variant], rounds: int, batch: int) -> dict[str, list[int]]:
-    """Per-request times; each round runs a batch of requests per variant, in a shuffled
-    order, so every variant is measured warm (as an instance serves) and all of them
-    share the machine's noise across the run.
+def _latency(
+    variants: list[Variant], rounds: int, batch: int
+) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Per-request times and per-round medians; each round runs a batch of requests per
+    variant, in a shuffled order, so every variant is measured warm (as an instance
+    serves) and all of them share the machine's noise across the run.
     """
     client = _Client()
     samples: dict[str, list[int]] = {label: [] for label, _, _ in variants}
+    round_medians: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     for label, app, _ in variants:  # warm-up: connections opened, code paths hot
         for _ in range(50):
             assert client.request(app), f"{label}: warm-up request failed"
@@ -205,13 +210,15 @@ def _latency(variants: list[Variant], rounds: int, batch: int) -> dict[str, list
     for _ in range(rounds):
         shuffle(order)
         for label, app, _ in order:
-            timed = samples[label]
-            for _ in range(max(5, batch // 25) if label == "connect per request" else batch):
+            timed = []
+            for _ in range(3 if label == "connect per request" else batch):
                 start = clock()
                 ok = client.request(app)
                 timed.append(clock() - start)
                 assert ok, f"{label}: request failed"
-    return samples
+            samples[label].extend(timed)
+            round_medians[label].append(statistics.median(timed))
+    return samples, round_medians
 
 
 def _failures(
@@ -239,7 +246,7 @@ def _failures(
 
 def run(quick: bool = False) -> list[dict[str, object]]:
     """Measure every variant side by side; one row each (the held connection is 1.0)."""
-    rounds, batch = (10, 100) if quick else (40, 250)
+    rounds, batch = (40, 25) if quick else (200, 50)
     ours_faults, other_faults = (200, 50) if quick else (1000, 200)
     with PostgresServer() as server, ExitStack() as stack:
         placement = pin_client_and_server(server, stack)
@@ -248,19 +255,22 @@ def run(quick: bool = False) -> list[dict[str, object]]:
             application_name = f"bench-flask-{i}"
             conninfo = server.conninfo(application_name=application_name)
             variants.append((label, factory(conninfo, stack), application_name))
-        samples = _latency(variants, rounds, batch)
+        samples, round_medians = _latency(variants, rounds, batch)
         faults = _failures(server, variants, ours_faults, other_faults)
-    held_median = statistics.median(samples[HELD]) / 1000
+    held = round_medians[HELD]
     rows: list[dict[str, object]] = []
     for label, _, _ in variants:
         median = statistics.median(samples[label]) / 1000
         failed, done = faults[label]
+        q1, q3 = ratio_quartiles(round_medians[label], held)
         rows.append(
             {
                 "strategy": label,
                 "median_us": round(median, 1),
                 "p99_us": round(_percentile(samples[label], 0.99), 1),
-                "ratio": round(median / held_median, 3),
+                "ratio": round(paired_ratio(round_medians[label], held), 3),
+                "ratio_q1": round(q1, 3),
+                "ratio_q3": round(q3, 3),
                 "samples": len(samples[label]),
                 "failed": failed,
                 "fault_requests": done,

@@ -49,6 +49,7 @@ _SESSION_TAGS = (
 _SEND_FAILURE = ("sending query", "flushing failed")
 #: Seconds after the borrow's liveness check when the first statement checks again.
 RECHECK_AFTER = 0.001
+_CURSOR_EXECUTE: Any = psycopg.Cursor.execute
 
 
 def changes_session_state(command_status: bytes | None, sent: bytes | None) -> bool:
@@ -262,8 +263,50 @@ class PooledCursorMixin:
             if verdict:
                 conn._sp_dirty = conn._sp_unclean = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The hot path: when the execute() after this mixin is psycopg's own (Cursor,
+        # ClientCursor, Django's cursors) and nothing in front overrides it, statements
+        # go through `_sp_direct_execute`, which calls psycopg's directly with its
+        # arguments spelled out. Forwarding *args/**kwargs through super() costs a few
+        # µs per statement once the interpreter's caches went cold waiting for the
+        # server, about as much as the pool's whole borrow.
+        mro = cls.__mro__
+        after = mro[mro.index(PooledCursorMixin) + 1 :]
+        following = next((k.__dict__["execute"] for k in after if "execute" in k.__dict__), None)
+        if following is _CURSOR_EXECUTE and cls.execute is PooledCursorMixin.execute:
+            cls.execute = PooledCursorMixin._sp_direct_execute  # type: ignore[method-assign]
+
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        # _sp_sync(), written out
+        return self._sp_hooked(super().execute, query, args, kwargs)  # type: ignore[misc]
+
+    def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._sp_hooked(super().executemany, query, args, kwargs)  # type: ignore[misc]
+
+    def _sp_hooked(
+        self, run: Callable[..., Any], query: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a statement through `run` with the pool's hooks around it."""
+        fresh = self._sp_sync()
+        try:
+            rv = run(query, *args, **kwargs)
+        except psycopg.OperationalError as err:
+            if not (fresh and self._conn._sp_may_retry(err)):
+                raise
+            self._sp_sync()
+            rv = run(query, *args, **kwargs)
+        self._sp_track()
+        return rv
+
+    def _sp_direct_execute(
+        self,
+        query: Any,
+        params: Any = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Any:
+        """`execute()` for cursors built on psycopg's: `_sp_hooked()` written out."""
         conn = self._conn
         checked_at = conn._sp_fresh
         if checked_at:
@@ -275,13 +318,12 @@ class PooledCursorMixin:
         if self._pgconn is not conn.pgconn:
             self._pgconn = conn.pgconn
         try:
-            rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
+            _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
         except psycopg.OperationalError as err:
             if not (checked_at and conn._sp_may_retry(err)):
                 raise
             self._pgconn = conn.pgconn
-            rv = super().execute(query, *args, **kwargs)  # type: ignore[misc]
-        # _sp_track(), written out
+            _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
         if conn._sp_track and not conn._sp_dirty:
             try:
                 verdict = _verdicts.get(self._last_query)
@@ -291,19 +333,7 @@ class PooledCursorMixin:
                 verdict = _learn_verdict(self)
             if verdict:
                 conn._sp_dirty = conn._sp_unclean = True
-        return rv
-
-    def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        fresh = self._sp_sync()
-        try:
-            rv = super().executemany(query, *args, **kwargs)  # type: ignore[misc]
-        except psycopg.OperationalError as err:
-            if not (fresh and self._conn._sp_may_retry(err)):
-                raise
-            self._sp_sync()
-            rv = super().executemany(query, *args, **kwargs)  # type: ignore[misc]
-        self._sp_track()
-        return rv
+        return self
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         self._sp_sync()

@@ -637,8 +637,12 @@ class _Borrow:
         self._conn = conn = self._pool.acquire(self._timeout)
         return conn
 
-    # (*exc_info): the three arguments are not needed, and naming them costs time
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         # Leaving the block twice would release twice: the pool refuses that.
         self._pool.release(self._conn)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Final
 
 from flask import Flask
@@ -141,17 +142,7 @@ class ServerlessPool:
 
     def get_connection(self, timeout: float | None = None) -> PooledConnection[TupleRow]:
         """The app context's connection (borrowed now if it has none yet)."""
-        ctx = _cv_app.get(None)
-        if ctx is None:
-            raise RuntimeError(_NO_CONTEXT)
-        held = ctx.g.__dict__
-        conn: PooledConnection[TupleRow] | None = held.get(_G_KEY)
-        if conn is None:
-            state = ctx.app.extensions.get(EXTENSION_KEY)
-            if state is None or state.extension is not self:
-                state = self._state(ctx.app)  # raises the explanation
-            conn = held[_G_KEY] = state.pool.acquire(timeout)
-        return conn
+        return _ContextConnection(self, timeout).__enter__()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PooledConnection[TupleRow]]:
@@ -219,7 +210,25 @@ class _ContextConnection:
         self._timeout = timeout
 
     def __enter__(self) -> PooledConnection[TupleRow]:
-        return self._extension.get_connection(self._timeout)
+        # The borrow itself lives here, not in get_connection(): `with db.connection()`
+        # is what views run, and every call saved is paid on every request.
+        ctx = _cv_app.get(None)
+        if ctx is None:
+            raise RuntimeError(_NO_CONTEXT)
+        held = ctx.g.__dict__
+        conn: PooledConnection[TupleRow] | None = held.get(_G_KEY)
+        if conn is None:
+            extension = self._extension
+            state = ctx.app.extensions.get(EXTENSION_KEY)
+            if state is None or state.extension is not extension:
+                state = extension._state(ctx.app)  # raises the explanation
+            conn = held[_G_KEY] = state.pool.acquire(self._timeout)
+        return conn
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         return None

@@ -283,7 +283,7 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         # TIME_ZONE or USE_TZ changing (the setting_changed signal), the test runner
         # renaming the database (it closes the connection first). An open pool
         # is still this alias's pool.
-        current = self.serverless_pool if pool is None or pool.closed else pool
+        current = self.serverless_pool if pool is None or pool._closed else pool
         try:
             connection = current.acquire()
         except psycopg.Error:
