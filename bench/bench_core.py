@@ -16,9 +16,11 @@ import argparse
 import logging
 import os
 import random
+import select
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
@@ -37,6 +39,7 @@ from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
 
 Request = Callable[[], object]
+HAND_ROLLED = "floor: a lock, a list and one poll() around a held connection"
 
 
 class Strategy:
@@ -57,6 +60,40 @@ def _held(conninfo: str) -> Strategy:
         return conn.execute("SELECT 1").fetchone()
 
     return Strategy("held raw psycopg connection", request, conn.close)
+
+
+def _hand_rolled(conninfo: str) -> Strategy:
+    """The least a pool with a socket check can do: the floor for ours.
+
+    One connection behind a lock, taken from a list and put back, checked with one
+    zero-timeout poll() per request and reopened when the check sees the server's
+    goodbye. No lifetimes, no idle pings, no cleaning on return, no stats.
+    """
+    idle = [psycopg.connect(conninfo, autocommit=True)]
+    lock = threading.Lock()
+    watch = select.poll()
+    watch.register(idle[0].pgconn.socket, select.POLLIN)
+
+    def request() -> object:
+        nonlocal watch
+        with lock:
+            conn = idle.pop()
+            if watch.poll(0):
+                conn.close()
+                conn = psycopg.connect(conninfo, autocommit=True)
+                watch = select.poll()
+                watch.register(conn.pgconn.socket, select.POLLIN)
+        try:
+            return conn.execute("SELECT 1").fetchone()
+        finally:
+            with lock:
+                idle.append(conn)
+
+    def close() -> None:
+        for conn in idle:
+            conn.close()
+
+    return Strategy(HAND_ROLLED, request, close)
 
 
 def _connect_per_request(conninfo: str) -> Strategy:
@@ -195,6 +232,7 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
         makers: list[Callable[[], Strategy]] = [
             lambda: _held(conninfo),
             lambda: _ours(conninfo),
+            lambda: _hand_rolled(conninfo),
             lambda: _psycopg_pool(conninfo, check=False),
             lambda: _psycopg_pool(conninfo, check=True),
             lambda: _sqlalchemy(url),
