@@ -2,16 +2,18 @@
 
     python bench/bench_reset.py [--quick]
 
-Three pools (one connection each) on one local PostgreSQL take turns borrow by borrow,
-so machine noise hits all alike. Two workloads:
+Three pools (one connection each) on one local PostgreSQL take turns in short batches,
+in a shuffled order, so machine noise hits all alike. (Not borrow by borrow: the
+server is still busy with the previous borrow's DISCARD ALL for a moment, which would
+slow down whichever mode comes right after ``always``.) Two workloads:
 
 - ``clean``: each borrow runs ``SELECT 1``; nothing to reset. ``auto`` should cost what
   ``never`` costs, ``always`` pays a ``DISCARD ALL`` round trip every time.
 - ``dirty``: each borrow runs ``SET work_mem`` then ``SELECT 1``; ``auto`` and
   ``always`` both reset, ``never`` leaks the setting to the next borrower.
 
-Printed: median and p99 per borrow in µs, the ratio of medians to ``never`` on the
-same workload, and resets per borrow. `run(quick)` returns the rows for
+Printed: median and p99 per borrow in µs, the ratio to ``never`` on the same workload
+(paired by round, see `rounds.py`), and resets per borrow. `run(quick)` returns the rows for
 ``bench/run_all.py``.
 """
 
@@ -19,13 +21,20 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from serverless_pool import ServerlessPool
 from serverless_pool.testing.postgres import PostgresServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from placement import pin_client_and_server
+from rounds import paired_ratio
 
 MODES = ("never", "auto", "always")
 WORKLOADS: dict[str, tuple[str, ...]] = {
@@ -43,9 +52,13 @@ def _borrow(pool: ServerlessPool, statements: tuple[str, ...]) -> Callable[[], N
     return once
 
 
+BATCH = 50
+
+
 def _measure(
     pools: dict[str, ServerlessPool], statements: tuple[str, ...], rounds: int
-) -> dict[str, list[int]]:
+) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Per-borrow times and per-round medians of each mode."""
     calls = {mode: _borrow(pool, statements) for mode, pool in pools.items()}
     for call in calls.values():  # warm up: connect, fill caches
         for _ in range(50):
@@ -53,26 +66,34 @@ def _measure(
     for pool in pools.values():
         pool.pop_stats()
     samples: dict[str, list[int]] = {mode: [] for mode in pools}
+    round_medians: dict[str, list[float]] = {mode: [] for mode in pools}
     clock = time.perf_counter_ns
+    order = list(MODES)
+    shuffle = random.Random(3).shuffle
     gc.disable()
     try:
-        for i in range(rounds):
-            # Rotate the order so no mode always runs right after another.
-            order = MODES[i % 3 :] + MODES[: i % 3]
+        for _ in range(rounds):
+            shuffle(order)
             for mode in order:
-                started = clock()
-                calls[mode]()
-                samples[mode].append(clock() - started)
+                call = calls[mode]
+                timed = []
+                for _ in range(BATCH):
+                    started = clock()
+                    call()
+                    timed.append(clock() - started)
+                samples[mode].extend(timed)
+                round_medians[mode].append(statistics.median(timed))
     finally:
         gc.enable()
-    return samples
+    return samples, round_medians
 
 
 def run(quick: bool) -> list[dict[str, object]]:
     """Measure every mode on both workloads side by side; one row per pair."""
-    rounds = 1500 if quick else 6000
+    rounds = 30 if quick else 120
     rows: list[dict[str, object]] = []
-    with PostgresServer() as server:
+    with PostgresServer() as server, ExitStack() as stack:
+        pin_client_and_server(server, stack)  # the same placement as the other benchmarks
         for workload, statements in WORKLOADS.items():
             pools = {
                 mode: ServerlessPool(
@@ -86,12 +107,11 @@ def run(quick: bool) -> list[dict[str, object]]:
                 for mode in MODES
             }
             try:
-                samples = _measure(pools, statements, rounds)
+                samples, round_medians = _measure(pools, statements, rounds)
                 resets = {mode: pool.stats().get("resets", 0) for mode, pool in pools.items()}
             finally:
                 for pool in pools.values():
                     pool.close()
-            base = statistics.median(samples["never"])
             for mode in MODES:
                 median = statistics.median(samples[mode])
                 rows.append(
@@ -101,8 +121,10 @@ def run(quick: bool) -> list[dict[str, object]]:
                         "variant": f"reset_on_return={mode}",
                         "median_us": round(median / 1000, 1),
                         "p99_us": round(_percentile(samples[mode], 0.99) / 1000, 1),
-                        "ratio": round(median / base, 3),
-                        "resets_per_borrow": round(resets[mode] / rounds, 3),
+                        "ratio": round(
+                            paired_ratio(round_medians[mode], round_medians["never"]), 3
+                        ),
+                        "resets_per_borrow": round(resets[mode] / len(samples[mode]), 3),
                         "samples": len(samples[mode]),
                     }
                 )
