@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -81,6 +82,77 @@ def test_connection_attributes_changed_by_a_borrower_are_restored(
         assert conn.isolation_level is None
         assert conn.read_only is None
         assert conn.prepare_threshold == 5
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda conn: conn.set_autocommit(False),
+        lambda conn: conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ),
+        lambda conn: conn.set_read_only(True),
+        lambda conn: conn.set_deferrable(True),
+        lambda conn: setattr(conn, "prepare_threshold", 0),
+    ],
+    ids=["autocommit", "isolation_level", "read_only", "deferrable", "prepare_threshold"],
+)
+def test_one_attribute_changed_without_a_statement_is_restored(
+    make_pool: Callable[..., ServerlessPool], change: Callable[[psycopg.Connection[Any]], None]
+) -> None:
+    """No transaction is left open to give the change away: only the attribute differs."""
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+    with pool.connection() as conn:
+        change(conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with pool.connection() as conn:
+        assert (conn.autocommit, conn.isolation_level, conn.read_only, conn.deferrable) == (
+            True,
+            None,
+            None,
+            None,
+        )
+        assert conn.prepare_threshold == 5
+
+
+def test_the_tracking_cache_stays_bounded(pool: ServerlessPool) -> None:
+    from serverless_pool import connection
+
+    with pool.connection() as conn:
+        for n in range(connection._MAX_VERDICTS + 50):
+            conn.execute(f"SELECT {n}")  # literals built in: a new text every time
+        assert len(connection._verdicts) <= connection._MAX_VERDICTS
+        conn.execute("SET work_mem = '6MB'")  # still caught after the cache started over
+    with pool.connection() as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
+
+
+def test_a_cursor_class_with_its_own_execute_is_still_tracked(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    from serverless_pool.connection import PooledConnection, PooledCursorMixin
+
+    calls: list[str] = []
+
+    class Audited(psycopg.Cursor[Any]):
+        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(str(query))
+            return super().execute(query, *args, **kwargs)
+
+    class PooledAudited(PooledCursorMixin, Audited):
+        pass
+
+    def configure(conn: PooledConnection[Any]) -> None:
+        conn.cursor_factory = PooledAudited
+
+    # The generic path (no shortcut past Audited.execute), hooks and all.
+    assert PooledAudited.execute is PooledCursorMixin.execute
+    pool = make_pool(max_size=1, configure=configure)
+    with pool.connection() as conn:
+        conn.execute("SET work_mem = '7MB'")
+    with pool.connection() as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
+    assert calls == ["SET work_mem = '7MB'", "DISCARD ALL", "SHOW work_mem"]  # the reset too
 
 
 @pytest.mark.parametrize(
