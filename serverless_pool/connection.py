@@ -145,10 +145,14 @@ class PooledConnection(psycopg.Connection[Row]):
         assert self._sp_watch is not None
         return not self._sp_watch.poll(0)
 
-    def _sp_recheck(self) -> None:
-        """Before the first statement, when time passed since the borrow's check."""
+    def _sp_first_statement(self) -> None:
+        """Before the first statement of a borrow (called while `_sp_fresh` is set)."""
+        checked_at, self._sp_fresh = self._sp_fresh, 0.0
         if (
-            self._sp_replace is not None
+            # The borrow's own check is fresh enough when the statement follows at once
+            # (the common case): a second poll would only add a system call.
+            _monotonic() - checked_at > RECHECK_AFTER
+            and self._sp_replace is not None
             and self.pgconn.transaction_status == _IDLE
             and not self._sp_socket_quiet()
         ):
@@ -188,11 +192,8 @@ class PooledConnection(psycopg.Connection[Row]):
         self._prepared._to_flush.clear()
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        checked_at = self._sp_fresh
-        if checked_at:
-            self._sp_fresh = 0.0
-            if _monotonic() - checked_at > RECHECK_AFTER:
-                self._sp_recheck()
+        if self._sp_fresh:
+            self._sp_first_statement()
         return super().transaction(*args, **kwargs)
 
     # psycopg changes these attributes through these generators (the properties and
@@ -225,11 +226,7 @@ class PooledConnection(psycopg.Connection[Row]):
 
 
 class PooledCursorMixin:
-    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class.
-
-    `execute()`, the statement of nearly every request, has the hooks written out in
-    it: each call saved there is paid on every request.
-    """
+    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class."""
 
     if TYPE_CHECKING:
         _pgconn: pq.abc.PGconn
@@ -241,14 +238,12 @@ class PooledCursorMixin:
     def _sp_sync(self) -> bool:
         """Prepare for a statement; True if it is the first of the borrow."""
         conn = self._conn
-        checked_at = conn._sp_fresh
-        if checked_at:
-            conn._sp_fresh = 0.0
-            if _monotonic() - checked_at > RECHECK_AFTER:
-                conn._sp_recheck()
+        fresh = bool(conn._sp_fresh)
+        if fresh:
+            conn._sp_first_statement()
         if self._pgconn is not conn.pgconn:
             self._pgconn = conn.pgconn
-        return bool(checked_at)
+        return fresh
 
     def _sp_track(self) -> None:
         """After a statement: mark the session for a reset if the statement changed it."""
@@ -306,33 +301,16 @@ class PooledCursorMixin:
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> Any:
-        """`execute()` for cursors built on psycopg's: `_sp_hooked()` written out."""
-        conn = self._conn
-        checked_at = conn._sp_fresh
-        if checked_at:
-            conn._sp_fresh = 0.0
-            # The borrow's own check is fresh enough when the statement follows at
-            # once (the common case): a second poll would only add a system call.
-            if _monotonic() - checked_at > RECHECK_AFTER:
-                conn._sp_recheck()
-        if self._pgconn is not conn.pgconn:
-            self._pgconn = conn.pgconn
+        """`_sp_hooked()` around psycopg's `Cursor.execute`, its arguments spelled out."""
+        fresh = self._sp_sync()
         try:
             _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
         except psycopg.OperationalError as err:
-            if not (checked_at and conn._sp_may_retry(err)):
+            if not (fresh and self._conn._sp_may_retry(err)):
                 raise
-            self._pgconn = conn.pgconn
+            self._sp_sync()
             _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
-        if conn._sp_track and not conn._sp_dirty:
-            try:
-                verdict = _verdicts.get(self._last_query)
-            except TypeError:  # a psycopg.sql object
-                verdict = None
-            if verdict is None:
-                verdict = _learn_verdict(self)
-            if verdict:
-                conn._sp_dirty = conn._sp_unclean = True
+        self._sp_track()
         return self
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
