@@ -1,8 +1,9 @@
 """Borrow + ``SELECT 1`` + return, for each way of holding a PostgreSQL connection.
 
-Every strategy is measured in the same run against the same throwaway server, in
-interleaved rounds (each round runs a short batch of every strategy, in a shuffled
-order), so machine noise hits all of them alike. Printed: median and p99 in
+Every strategy is measured in the same run against the same throwaway server, each in
+a process of its own, in interleaved rounds (each round runs a short batch of every
+strategy, in a shuffled order), so machine noise hits all of them alike; see
+`isolated.py` for why one process each. Printed: median and p99 in
 microseconds, the ratio to the held raw connection (paired by round: the median over
 rounds of each round's median over the held connection's in that round, see
 `rounds.py`), and the failure rate when the server ends the backend between requests.
@@ -15,13 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import select
 import statistics
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from typing import Any
@@ -34,23 +33,24 @@ from serverless_pool import ServerlessPool
 from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from isolated import Setup, measure_in_processes
 from placement import pin_client_and_server
 from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
 
 Request = Callable[[], object]
+HELD = "held raw psycopg connection"
+OURS = "ServerlessPool (socket check on)"
 HAND_ROLLED = "floor: a lock, a list and one poll() around a held connection"
+CONNECT = "connect per request"
 
 
 class Strategy:
     """One way to serve a request: `request()` runs borrow + SELECT 1 + return."""
 
-    def __init__(self, name: str, request: Request, close: Callable[[], object]) -> None:
-        self.name = name
+    def __init__(self, request: Request, close: Callable[[], object]) -> None:
         self.request = request
         self.close = close
-        self.samples: list[float] = []
-        self.round_medians: list[float] = []
 
 
 def _held(conninfo: str) -> Strategy:
@@ -59,7 +59,7 @@ def _held(conninfo: str) -> Strategy:
     def request() -> object:
         return conn.execute("SELECT 1").fetchone()
 
-    return Strategy("held raw psycopg connection", request, conn.close)
+    return Strategy(request, conn.close)
 
 
 def _hand_rolled(conninfo: str) -> Strategy:
@@ -93,7 +93,7 @@ def _hand_rolled(conninfo: str) -> Strategy:
         for conn in idle:
             conn.close()
 
-    return Strategy(HAND_ROLLED, request, close)
+    return Strategy(request, close)
 
 
 def _connect_per_request(conninfo: str) -> Strategy:
@@ -101,7 +101,7 @@ def _connect_per_request(conninfo: str) -> Strategy:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             return conn.execute("SELECT 1").fetchone()
 
-    return Strategy("connect per request", request, lambda: None)
+    return Strategy(request, lambda: None)
 
 
 def _psycopg_pool(conninfo: str, check: bool) -> Strategy:
@@ -118,8 +118,7 @@ def _psycopg_pool(conninfo: str, check: bool) -> Strategy:
         with pool.connection() as conn:
             return conn.execute("SELECT 1").fetchone()
 
-    name = "psycopg_pool, check=check_connection" if check else "psycopg_pool, no check"
-    return Strategy(name, request, pool.close)
+    return Strategy(request, pool.close)
 
 
 def _sqlalchemy(url: str) -> Strategy:
@@ -131,7 +130,7 @@ def _sqlalchemy(url: str) -> Strategy:
         with engine.connect() as conn:
             return conn.exec_driver_sql("SELECT 1").fetchone()
 
-    return Strategy("SQLAlchemy QueuePool + pool_pre_ping", request, engine.dispose)
+    return Strategy(request, engine.dispose)
 
 
 def _ours(conninfo: str) -> Strategy:
@@ -141,27 +140,15 @@ def _ours(conninfo: str) -> Strategy:
         with pool.connection() as conn:
             return conn.execute("SELECT 1").fetchone()
 
-    return Strategy("ServerlessPool (socket check on)", request, pool.close)
+    return Strategy(request, pool.close)
 
 
-def _measure(strategies: list[Strategy], rounds: int, batch: dict[str, int]) -> None:
-    for strategy in strategies:  # warm up: connections open, caches primed
-        for _ in range(20):
-            strategy.request()
-    clock = time.perf_counter_ns
-    order = list(strategies)
-    shuffle = random.Random(7).shuffle
-    for _ in range(rounds):
-        shuffle(order)  # no strategy always runs right after the same one
-        for strategy in order:
-            request = strategy.request
-            timed = []
-            for _ in range(batch.get(strategy.name, batch["default"])):
-                start = clock()
-                request()
-                timed.append((clock() - start) / 1000)
-            strategy.samples.extend(timed)
-            strategy.round_medians.append(statistics.median(timed))
+def _setup(make: Callable[[], Strategy]) -> Setup:
+    def setup() -> tuple[Request, Callable[[], object]]:
+        strategy = make()
+        return strategy.request, strategy.close
+
+    return setup
 
 
 def _failure_rate(
@@ -229,36 +216,34 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
     with context as pg, ExitStack() as stack:
         placement = pin_client_and_server(pg, stack)
         conninfo, url = pg.conninfo(), pg.url()
-        makers: list[Callable[[], Strategy]] = [
-            lambda: _held(conninfo),
-            lambda: _ours(conninfo),
-            lambda: _hand_rolled(conninfo),
-            lambda: _psycopg_pool(conninfo, check=False),
-            lambda: _psycopg_pool(conninfo, check=True),
-            lambda: _sqlalchemy(url),
-            lambda: _connect_per_request(conninfo),
-        ]
-        strategies = [make() for make in makers]
-        rounds = 40 if quick else 200
-        per_batch = 50
-        _measure(strategies, rounds, {"default": per_batch, "connect per request": 3})
-        for strategy in strategies:
-            strategy.close()
-        held = strategies[0].round_medians
-        fault_requests = {"ServerlessPool (socket check on)": 200 if quick else 1000}
+        makers: dict[str, Callable[[], Strategy]] = {
+            HELD: lambda: _held(conninfo),
+            OURS: lambda: _ours(conninfo),
+            HAND_ROLLED: lambda: _hand_rolled(conninfo),
+            "psycopg_pool, no check": lambda: _psycopg_pool(conninfo, check=False),
+            "psycopg_pool, check=check_connection": lambda: _psycopg_pool(conninfo, check=True),
+            "SQLAlchemy QueuePool + pool_pre_ping": lambda: _sqlalchemy(url),
+            CONNECT: lambda: _connect_per_request(conninfo),
+        }
+        timings = measure_in_processes(
+            {name: _setup(make) for name, make in makers.items()},
+            rounds=40 if quick else 200,
+            batch=lambda name: 3 if name == CONNECT else 50,
+        )
+        held = timings[HELD].round_medians
         rows = []
-        for make, strategy in zip(makers, strategies, strict=True):
-            samples = sorted(strategy.samples)
-            failed, total = _failure_rate(
-                pg, make, fault_requests.get(strategy.name, 50 if quick else 200)
-            )
-            q1, q3 = ratio_quartiles(strategy.round_medians, held)
+        for name, make in makers.items():
+            samples = sorted(timings[name].samples)
+            faults = (200 if quick else 1000) if name == OURS else (50 if quick else 200)
+            failed, total = _failure_rate(pg, make, faults)
+            round_medians = timings[name].round_medians
+            q1, q3 = ratio_quartiles(round_medians, held)
             rows.append(
                 {
-                    "strategy": strategy.name,
+                    "strategy": name,
                     "median_us": statistics.median(samples),
                     "p99_us": samples[int(len(samples) * 0.99) - 1],
-                    "ratio": paired_ratio(strategy.round_medians, held),
+                    "ratio": paired_ratio(round_medians, held),
                     "ratio_q1": q1,
                     "ratio_q3": q3,
                     "samples": len(samples),

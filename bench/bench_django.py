@@ -7,10 +7,11 @@ alias of one Django project; each request goes through a ``WSGIHandler`` (reques
 signals, URL resolving, the view, the response, ``close()``), exactly as a WSGI server
 drives it. Ours runs with its middleware, the others without it.
 
-Strategies are measured side by side in one run against one throwaway server, in
-interleaved rounds (shuffled order). Printed: median and p99 per request in µs, the
-ratio to the persistent connection (the median over rounds of each round's median
-ratio), and how many requests fail when the server ends the backend between requests.
+Strategies are measured side by side in one run against one throwaway server, each in
+a process of its own (see `isolated.py`), in interleaved rounds (shuffled order).
+Printed: median and p99 per request in µs, the ratio to the persistent connection (the
+median over rounds of each round's median ratio), and how many requests fail when the
+server ends the backend between requests.
 
     python bench/bench_django.py [--quick]
 """
@@ -20,11 +21,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -35,6 +35,7 @@ from django.conf import settings
 from serverless_pool.testing.postgres import APP_DATABASE, APP_PASSWORD, APP_USER, PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from isolated import Setup, measure_in_processes
 from placement import pin_client_and_server
 from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
@@ -135,11 +136,9 @@ def _environ(alias: str) -> dict[str, Any]:
 class _Client:
     """Serves one strategy's requests like a WSGI server: call, read the body, close."""
 
-    def __init__(self, alias: str, label: str, handler: Any) -> None:
-        self.alias, self.label, self.handler = alias, label, handler
+    def __init__(self, alias: str, handler: Any) -> None:
+        self.alias, self.handler = alias, handler
         self.environ = _environ(alias)
-        self.samples: list[float] = []
-        self.round_medians: list[float] = []
         self.status = ""
 
     def _start_response(self, status: str, headers: Iterable[Any], exc_info: Any = None) -> None:
@@ -154,15 +153,28 @@ class _Client:
             body.close()
         return self.status.startswith("200")
 
-    def timed(self, count: int) -> None:
-        perf = time.perf_counter
-        batch = []
-        for _ in range(count):
-            started = perf()
-            self.request()
-            batch.append((perf() - started) * 1e6)
-        self.samples.extend(batch)
-        self.round_medians.append(statistics.median(batch))
+
+def _client(alias: str) -> _Client:
+    middleware = ["django_serverless_pool.middleware.ServerlessPoolMiddleware"]
+    return _Client(alias, _handler(middleware if alias == "ours" else []))
+
+
+def _close_connections() -> None:
+    from django.db import connections
+    from django_serverless_pool.backends.postgresql.pools import close_pools
+
+    connections.close_all()
+    connections["native"].close_pool()
+    close_pools()
+
+
+def _setup(alias: str) -> Setup:
+    """The strategy's process: its own client, so only its connection classes run there."""
+
+    def setup() -> tuple[Callable[[], object], Callable[[], object]]:
+        return _client(alias).request, _close_connections
+
+    return setup
 
 
 def _failures(
@@ -186,36 +198,25 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         _configure(server)
         global urlpatterns
         urlpatterns = _urls()
-        plain = _handler([])
-        ours = _handler(["django_serverless_pool.middleware.ServerlessPoolMiddleware"])
-        clients = [
-            _Client(alias, label, ours if alias == "ours" else plain)
-            for alias, label, _ in STRATEGIES
-        ]
-        for client in clients:  # warm up: connections, caches, the version check
-            for _ in range(20):
-                client.request()
-        rounds = 40 if quick else 200
-        batch = 25 if quick else 50
-        for _ in range(rounds):
-            random.shuffle(clients)
-            for client in clients:
-                client.timed(max(5, batch // 25) if client.alias == "per_request" else batch)
-        clients.sort(key=lambda c: [a for a, _, _ in STRATEGIES].index(c.alias))
-        reference = next(c for c in clients if c.alias == "persistent").round_medians
+        timings = measure_in_processes(
+            {alias: _setup(alias) for alias, _, _ in STRATEGIES},
+            rounds=40 if quick else 200,
+            batch=lambda alias: 5 if alias == "per_request" else (25 if quick else 50),
+        )
+        reference = timings["persistent"].round_medians
         rows = []
-        for client in clients:
-            faults = (200 if quick else 1000) if client.alias == "ours" else (50 if quick else 200)
-            failed, done = _failures(server, client, faults, budget_s=60.0)
-            samples = sorted(client.samples)
-            median = statistics.median(samples)
-            quartiles = ratio_quartiles(client.round_medians, reference)
+        for alias, label, _ in STRATEGIES:
+            faults = (200 if quick else 1000) if alias == "ours" else (50 if quick else 200)
+            failed, done = _failures(server, _client(alias), faults, budget_s=60.0)
+            samples = sorted(timings[alias].samples)
+            round_medians = timings[alias].round_medians
+            quartiles = ratio_quartiles(round_medians, reference)
             rows.append(
                 {
-                    "strategy": client.label,
-                    "median_us": median,
+                    "strategy": label,
+                    "median_us": statistics.median(samples),
                     "p99_us": samples[max(0, int(len(samples) * 0.99) - 1)],
-                    "ratio": paired_ratio(client.round_medians, reference),
+                    "ratio": paired_ratio(round_medians, reference),
                     "ratio_q1": quartiles[0],
                     "ratio_q3": quartiles[1],
                     "samples": len(samples),
@@ -223,14 +224,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     "fault_requests": done,
                 }
             )
-        from django.db import connections
-
-        connections.close_all()
-        for alias in ("native",):
-            connections[alias].close_pool()
-        from django_serverless_pool.backends.postgresql.pools import close_pools
-
-        close_pools()
+        _close_connections()
     return rows
 
 

@@ -3,13 +3,14 @@
     python bench/bench_flask.py [--quick]
 
 Every variant is a real Flask app with one view; each request is a plain WSGI call
-(``app(environ, start_response)``, the way a WSGI server or a Lambda adapter calls it),
-and the variants take turns in batches of requests, in a shuffled order, so that
-machine noise hits all alike. Printed: median and p99 latency in µs and the ratio to
-the app holding one global psycopg connection (reopened when psycopg sees it closed),
-paired by round (see `rounds.py`).
-Then each variant serves requests while the server ends its backend before every
-request (1,000 for ours, 200 for the others), and the failed requests are counted.
+(``app(environ, start_response)``, the way a WSGI server or a Lambda adapter calls it).
+Each variant runs in a process of its own (see `isolated.py`), and the variants take
+turns in batches of requests, in a shuffled order, so that machine noise hits all alike.
+Printed: median and p99 latency in µs and the ratio to the app holding one global
+psycopg connection (reopened when psycopg sees it closed), paired by round (see
+`rounds.py`). Then each variant serves requests while the server ends its backend
+before every request (1,000 for ours, 200 for the others), and the failed requests are
+counted.
 
 `run(quick)` returns the rows for ``bench/run_all.py``; `format_table(rows)` prints them.
 """
@@ -17,10 +18,8 @@ request (1,000 for ours, 200 for the others), and the failed requests are counte
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
-import random
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from werkzeug.test import EnvironBuilder
 from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from isolated import Setup, measure_in_processes
 from placement import pin_client_and_server
 from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
@@ -185,40 +185,26 @@ class _Client:
         return self.status.startswith("200")
 
 
-def _percentile(samples: list[int], fraction: float) -> float:
+def _percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _latency(
-    variants: list[Variant], rounds: int, batch: int
-) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
-    """Per-request times and per-round medians; each round runs a batch of requests per
-    variant, in a shuffled order, so every variant is measured warm (as an instance
-    serves) and all of them share the machine's noise across the run.
-    """
-    client = _Client()
-    samples: dict[str, list[int]] = {label: [] for label, _, _ in variants}
-    round_medians: dict[str, list[float]] = {label: [] for label, _, _ in variants}
-    for label, app, _ in variants:  # warm-up: connections opened, code paths hot
-        for _ in range(50):
-            assert client.request(app), f"{label}: warm-up request failed"
-    gc.collect()
-    clock = time.perf_counter_ns
-    order = list(variants)
-    shuffle = random.Random(4).shuffle
-    for _ in range(rounds):
-        shuffle(order)
-        for label, app, _ in order:
-            timed = []
-            for _ in range(3 if label == "connect per request" else batch):
-                start = clock()
-                ok = client.request(app)
-                timed.append(clock() - start)
-                assert ok, f"{label}: request failed"
-            samples[label].extend(timed)
-            round_medians[label].append(statistics.median(timed))
-    return samples, round_medians
+def _setup(factory: Callable[[str, ExitStack], Flask], conninfo: str) -> Setup:
+    """The variant's process: its own app, warmed up like an instance that serves."""
+
+    def setup() -> tuple[Callable[[], object], Callable[[], object]]:
+        stack = ExitStack()
+        app = factory(conninfo, stack)
+        client = _Client()
+
+        def request() -> None:
+            if not client.request(app):
+                raise AssertionError(f"the request failed: {client.status}")
+
+        return request, stack.close
+
+    return setup
 
 
 def _failures(
@@ -250,17 +236,27 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     ours_faults, other_faults = (200, 50) if quick else (1000, 200)
     with PostgresServer() as server, ExitStack() as stack:
         placement = pin_client_and_server(server, stack)
-        variants: list[Variant] = []
-        for i, (label, factory) in enumerate(FACTORIES):
-            application_name = f"bench-flask-{i}"
-            conninfo = server.conninfo(application_name=application_name)
-            variants.append((label, factory(conninfo, stack), application_name))
-        samples, round_medians = _latency(variants, rounds, batch)
+        conninfos = {
+            label: server.conninfo(application_name=f"bench-flask-{i}")
+            for i, (label, _) in enumerate(FACTORIES)
+        }
+        timings = measure_in_processes(
+            {label: _setup(factory, conninfos[label]) for label, factory in FACTORIES},
+            rounds=rounds,
+            batch=lambda label: 3 if label == "connect per request" else batch,
+            warmup=50,
+        )
+        variants: list[Variant] = [
+            (label, factory(conninfos[label], stack), f"bench-flask-{i}")
+            for i, (label, factory) in enumerate(FACTORIES)
+        ]
         faults = _failures(server, variants, ours_faults, other_faults)
+    samples = {label: timings[label].samples for label, _ in FACTORIES}
+    round_medians = {label: timings[label].round_medians for label, _ in FACTORIES}
     held = round_medians[HELD]
     rows: list[dict[str, object]] = []
     for label, _, _ in variants:
-        median = statistics.median(samples[label]) / 1000
+        median = statistics.median(samples[label])
         failed, done = faults[label]
         q1, q3 = ratio_quartiles(round_medians[label], held)
         rows.append(
