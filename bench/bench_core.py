@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg_pool
@@ -33,7 +33,7 @@ from serverless_pool import ServerlessPool
 from serverless_pool.testing.postgres import PostgresServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from isolated import Setup, measure_in_processes
+from isolated import measure_in_processes
 from placement import pin_client_and_server
 from rounds import paired_ratio, ratio_quartiles
 from tables import latency_table
@@ -45,12 +45,15 @@ HAND_ROLLED = "floor: a lock, a list and one poll() around a held connection"
 CONNECT = "connect per request"
 
 
-class Strategy:
-    """One way to serve a request: `request()` runs borrow + SELECT 1 + return."""
+class Strategy(NamedTuple):
+    """One way to serve a request: `request()` runs borrow + SELECT 1 + return.
 
-    def __init__(self, request: Request, close: Callable[[], object]) -> None:
-        self.request = request
-        self.close = close
+    An `isolated.Setup` returns one, so a maker serves both the timed processes and
+    the fault phase.
+    """
+
+    request: Request
+    close: Callable[[], object]
 
 
 def _held(conninfo: str) -> Strategy:
@@ -143,14 +146,6 @@ def _ours(conninfo: str) -> Strategy:
     return Strategy(request, pool.close)
 
 
-def _setup(make: Callable[[], Strategy]) -> Setup:
-    def setup() -> tuple[Request, Callable[[], object]]:
-        strategy = make()
-        return strategy.request, strategy.close
-
-    return setup
-
-
 def _failure_rate(
     server: PostgresServer, make: Callable[[], Strategy], requests: int
 ) -> tuple[int, int]:
@@ -226,7 +221,7 @@ def run(quick: bool = False, server: PostgresServer | None = None) -> list[dict[
             CONNECT: lambda: _connect_per_request(conninfo),
         }
         timings = measure_in_processes(
-            {name: _setup(make) for name, make in makers.items()},
+            makers,
             rounds=40 if quick else 200,
             batch=lambda name: 3 if name == CONNECT else 50,
         )
