@@ -155,6 +155,21 @@ def test_idle_connections_past_max_idle_are_closed_at_the_next_borrow(
     assert pool.stats()["replaced_idle_too_long"] == 1
 
 
+def test_min_size_keeps_connections_past_max_idle(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    pool = make_pool(max_size=2, min_size=1, max_idle=0.05)
+    with pool.connection() as first, pool.connection() as second:
+        pids = {first.info.backend_pid, second.info.backend_pid}
+    threading_wait(0.1)
+    with pool.connection() as conn:
+        # one of the two idle ones was closed; the other kept to honour min_size
+        assert conn.info.backend_pid in pids
+    stats = pool.stats()
+    assert stats["replaced_idle_too_long"] == 1
+    assert stats["pool_size"] == 1
+
+
 def test_connections_past_max_lifetime_are_replaced(
     make_pool: Callable[..., ServerlessPool],
 ) -> None:

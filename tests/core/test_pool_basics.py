@@ -67,6 +67,19 @@ def test_a_connection_from_elsewhere_is_refused(
         pool.release(foreign)
 
 
+def test_a_connection_lent_by_another_pool_is_refused_and_stays_on_loan(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    lender, other = make_pool(), make_pool()
+    conn = lender.acquire()
+    with pytest.raises(PoolError, match="not on loan"):
+        other.release(conn)
+    assert lender.stats()["pool_in_use"] == 1
+    assert other.stats()["pool_in_use"] == 0
+    lender.release(conn)  # still the lender's to take back
+    assert lender.stats()["pool_available"] == 1
+
+
 def test_closed_pool_refuses_borrows_and_closes_loans_on_return(
     postgres: PostgresServer, make_pool: Callable[..., ServerlessPool], app_name: str
 ) -> None:

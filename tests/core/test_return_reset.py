@@ -205,6 +205,25 @@ def test_plain_queries_cost_no_reset(pool: ServerlessPool) -> None:
     assert pool.stats()["resets"] == 5  # only after the CREATE TABLE
 
 
+def test_a_session_change_after_queries_known_harmless_is_still_caught(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    # The pool skips the look-up for the query object last found harmless; any other
+    # query, in the same borrow or a later one, must still be looked at.
+    pool = make_pool(max_size=1)
+    harmless = "SELECT 1"
+    with pool.connection() as conn:
+        conn.execute(harmless)
+        conn.execute(harmless)
+    with pool.connection() as conn:
+        conn.execute(harmless)
+        conn.execute("SET search_path TO pg_catalog")
+        conn.execute(harmless)
+    with pool.connection() as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+    assert pool.stats()["resets"] == 1
+
+
 def test_reset_always_and_never(make_pool: Callable[..., ServerlessPool]) -> None:
     always = make_pool(reset_on_return="always")
     for _ in range(3):
