@@ -130,7 +130,7 @@ class ServerlessPool:
         self._cond = threading.Condition(self._lock)
         self._idle: list[_Entry] = []  # a stack: the most recently used is reused first
         self._entries: set[_Entry] = set()  # every open connection: idle, lent or in between
-        self._opening = 0  # connections being opened, not yet entered
+        self._opening = 0  # connections being opened, not yet in _entries
         self._waiting = 0
         self._closed = False
         self._stats = st.PoolStats()
