@@ -1,5 +1,5 @@
-# Sourced by scripts/test and scripts/demo: the PostgreSQL server binaries, PgBouncer and openssl
-# from Debian's packages, when they are not there yet. Nothing is started here: the
+# Sourced by scripts/test and scripts/demo: the PostgreSQL server binaries, PgBouncer, openssl,
+# valgrind and Python's venv module from Debian's packages, when they are not there yet. Nothing is started here: the
 # tests and the demo start their own throwaway servers as an unprivileged user.
 missing=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
@@ -10,6 +10,10 @@ if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
 fi
 # the TLS tests make their own CA and certificates with the openssl command
 command -v openssl >/dev/null || missing+=(openssl)
+# the counted benchmarks and the instruction-count test run the client under callgrind
+command -v valgrind >/dev/null || missing+=(valgrind)
+# .venv/ is made with python3 -m venv, which Debian ships apart
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"

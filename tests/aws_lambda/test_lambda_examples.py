@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,18 +124,42 @@ def test_the_shop_answers_curl(shop: tuple[str, EmulatedFunction]) -> None:
 
 def test_sam_templates_pass_cfn_lint(tmp_path: Path) -> None:
     templates = [EXAMPLES / name / "template.yaml" for name in ("flask_app", "django_app")]
-    # A copy with an unknown runtime shows the linter does check (one run: it is slow).
+    # A copy with a resource that breaks CloudFormation's own resource schema shows the
+    # linter does check (one run: it is slow). Both faults are invalid by the schema in
+    # every cfn-lint release we allow: a property the resource type does not have (E3002)
+    # and a list where the schema wants a number (E3012). A value such as a runtime name
+    # would not do: a newer release may learn to accept it.
     broken = tmp_path / "broken.yaml"
-    shutil.copy(templates[0], broken)
-    broken.write_text(broken.read_text().replace("python3.12", "python2.9"))
+    text = templates[0].read_text()
+    assert text.count("\nResources:\n") == 1
+    broken.write_text(
+        text.replace(
+            "\nResources:\n",
+            "\nResources:\n"
+            "  BrokenQueue:\n"
+            "    Type: AWS::SQS::Queue\n"
+            "    Properties:\n"
+            "      NoSuchQueueProperty: 1\n"
+            "      DelaySeconds: [not, a, number]\n",
+        )
+    )
     script = Path(sys.executable).with_name("cfn-lint")
     lint = [str(script) if script.exists() else "cfn-lint"]
     out = subprocess.run(
-        [*lint, *map(str, templates), str(broken)], capture_output=True, text=True, timeout=300
-    )
+        [*lint, "--format", "parseable", *map(str, templates), str(broken)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     report = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "python2.9" in report
-    assert str(broken) in report
+    # parseable: one finding per line, "path:line:column:line:column:rule:message"
+    found = set()
+    for line in report.splitlines():
+        if line.startswith(f"{broken}:"):
+            parts = line[len(str(broken)) + 1 :].split(":")
+            found.add((int(parts[0]), parts[4]))
+    lines = broken.read_text().splitlines()
+    property_line = next(i for i, s in enumerate(lines, 1) if "NoSuchQueueProperty" in s)
+    assert (property_line, "E3002") in found, report
+    assert (property_line + 1, "E3012") in found, report
     for template in templates:
         assert str(template) not in report, report

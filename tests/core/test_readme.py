@@ -28,11 +28,21 @@ def test_the_readme_settings_table_is_the_one_the_schema_prints() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    assert "./scripts/test" in README
-    assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
-    assert "./scripts/demo" in README
+    assert "./scripts/test " in README
+    assert "./scripts/test" in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "./scripts/demo " in README
     for script in ("scripts/test", "scripts/demo"):
         assert (ROOT / script).stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_both_commands_install_into_the_project_venv_only() -> None:
+    for script in ("scripts/test", "scripts/demo"):
+        lines = (ROOT / script).read_text().splitlines()
+        assert ". scripts/install-python-deps.sh" in lines, script
+        assert not [line for line in lines if "pip install" in line], script
+    installer = (ROOT / "scripts" / "install-python-deps.sh").read_text()
+    assert "uv sync --frozen" in installer
+    assert "python3 -m venv .venv" in installer
 
 
 def test_no_placeholder_is_left_in_the_readme() -> None:
