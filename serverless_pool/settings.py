@@ -28,6 +28,7 @@ __all__ = [
     "running_on_lambda",
     "show_value",
     "unknown_name_message",
+    "workers_per_environment",
 ]
 
 ENV_PREFIX: Final = "SERVERLESS_POOL_"
@@ -42,6 +43,19 @@ def running_on_lambda(environ: Mapping[str, str] | None = None) -> bool:
     """True inside an AWS Lambda execution environment (or our local emulator)."""
     env = os.environ if environ is None else environ
     return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def workers_per_environment(environ: Mapping[str, str] | None = None) -> int:
+    """Processes of one Lambda execution environment, each with pools of its own.
+
+    On Lambda Managed Instances the Python runtime forks ``AWS_LAMBDA_MAX_CONCURRENCY``
+    worker processes per environment (the variable is how ``awslambdaric`` itself tells
+    the mode apart), each running the module's init and one request at a time; on
+    on-demand Lambda, and off Lambda, it is one process.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get("AWS_LAMBDA_MAX_CONCURRENCY", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 1
 
 
 # -- value parsers: each takes a raw value (from Python or from a string) -------------
