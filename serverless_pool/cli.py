@@ -208,7 +208,9 @@ def _load_settings(given: Mapping[str, str]) -> PoolSettings:
     from .settings import PoolSettings
 
     try:
-        return PoolSettings.load(given, environ=os.environ, source="option")
+        return PoolSettings.load(
+            given, environ=os.environ, source="option", spell=lambda n: "--" + n.replace("_", "-")
+        )
     except SettingsError as err:
         raise UsageError(str(err)) from None
 
@@ -248,7 +250,9 @@ def _run_settings(args: argparse.Namespace, out: TextIO) -> int:
     settings = _load_settings(given).as_dict()
     for setting, line in zip(SCHEMA, _setting_lines(settings, given), strict=True):
         print(line, file=out)
-        doc = textwrap.fill(setting.doc, 88, initial_indent="    ", subsequent_indent="    ")
+        doc = textwrap.fill(
+            setting.doc, 88, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+        )
         print(doc, file=out)
     return OK
 
@@ -304,6 +308,8 @@ def _run_check(args: argparse.Namespace, out: TextIO) -> int:
             " on Lambda) so the server takes the slot back",
             file=out,
         )
+    for warning in settings.session_state_warnings():
+        print(f"warning:  {warning}", file=out)
     if settings.proxy_mode == "rds-proxy":
         problems += _print_pinning(out, settings, params)
     if problems:
@@ -410,20 +416,13 @@ def _print_pinning(out: TextIO, settings: PoolSettings, params: Mapping[str, Any
         "pg_advisory_lock() pins; use pg_advisory_xact_lock() inside a transaction",
     ))  # fmt: skip
 
-    if settings.reset_on_return == "always":
-        items.append((
-            "session reset",
-            "PINS",
-            "reset_on_return=always runs DISCARD ALL after every borrow; use auto",
-        ))  # fmt: skip
-        problems.append("reset_on_return=always runs DISCARD ALL")
-    else:
-        items.append((
-            "session reset",
-            "ok",
-            f"reset_on_return={settings.reset_on_return}: no DISCARD ALL is sent behind"
-            " RDS Proxy (the proxy resets sessions itself)",
-        ))  # fmt: skip
+    # reset_on_return=always is refused with a proxy mode (see PoolSettings).
+    items.append((
+        "session reset",
+        "ok",
+        "no DISCARD ALL is sent behind RDS Proxy (the proxy resets sessions itself); the"
+        " pool restores only the connection's Python-side state",
+    ))  # fmt: skip
 
     print("rds-proxy pinning (what would pin a session, and what the pool does):", file=out)
     for label, verdict, detail in items:
