@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ REPO = HERE.parents[1]
 
 if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass (bounded)."""
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
 
 
 def load_event(name: str) -> dict[str, Any]:

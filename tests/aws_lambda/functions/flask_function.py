@@ -34,4 +34,5 @@ handler = make_handler(
     deadline_margin=float(os.environ.get("DEADLINE_MARGIN", "0.5")),
     metrics=True,
     connect_on_init=os.environ.get("CONNECT_ON_INIT") == "1",
+    register_extension=os.environ.get("REGISTER_EXTENSION", "1") == "1",
 )
