@@ -13,13 +13,12 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lambda_testkit import FUNCTIONS, REPO, wait_until
+from lambda_testkit import FUNCTIONS, REPO, concurrently, wait_until
 
 from serverless_pool.testing.lambda_emulator import (
     EmulatedFunction,
@@ -254,19 +253,7 @@ def test_several_instances_at_once() -> None:
     with EmulatedFunction(
         "plain_function.handler", max_instances=3, cwd=FUNCTIONS, timeout=10
     ) as function:
-        results: list[Any] = []
-        lock = threading.Lock()
-
-        def invoke() -> None:
-            result = function.invoke({"sleep": 0.3})
-            with lock:
-                results.append(result)
-
-        threads = [threading.Thread(target=invoke) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        results = concurrently(lambda: function.invoke({"sleep": 0.3}), 6)
         assert len(results) == 6
         assert all(r.ok for r in results)
         pids = {r.payload["pid"] for r in results}

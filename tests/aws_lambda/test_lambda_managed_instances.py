@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lambda_testkit import FUNCTIONS
+from lambda_testkit import FUNCTIONS, concurrently
 
 from serverless_pool.settings import (
     PoolSettings,
@@ -52,21 +52,7 @@ def environment(db_env: dict[str, str]) -> Iterator[LambdaInstance]:
 
 def load(instance: LambdaInstance, path: str = "/?seconds=0.01") -> list[InvocationResult]:
     """CLIENTS threads, each sending REQUESTS_PER_CLIENT events one after another."""
-    results: list[InvocationResult] = []
-    lock = threading.Lock()
-
-    def client() -> None:
-        for _ in range(REQUESTS_PER_CLIENT):
-            result = instance.invoke(get(path))
-            with lock:
-                results.append(result)
-
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return results
+    return concurrently(lambda: instance.invoke(get(path)), CLIENTS, REQUESTS_PER_CLIENT)
 
 
 def failures(results: list[InvocationResult]) -> list[Any]:
@@ -145,19 +131,7 @@ def test_an_environment_rejects_more_events_than_workers(db_env: dict[str, str])
     ) as instance:
         instance.start()
         assert instance.wait_workers(2)
-        results: list[InvocationResult] = []
-        lock = threading.Lock()
-
-        def invoke() -> None:
-            result = instance.invoke(get("/?seconds=1"))
-            with lock:
-                results.append(result)
-
-        threads = [threading.Thread(target=invoke) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        results = concurrently(lambda: instance.invoke(get("/?seconds=1")), 4)
     statuses = sorted(r.status for r in results)
     assert statuses == ["ok", "ok", "throttled", "throttled"]
 
@@ -166,19 +140,7 @@ def test_a_function_queues_what_its_environments_cannot_take(db_env: dict[str, s
     with EmulatedFunction(
         "pool_function.handler", cwd=FUNCTIONS, env=db_env, max_concurrency=2
     ) as function:
-        results: list[InvocationResult] = []
-        lock = threading.Lock()
-
-        def invoke() -> None:
-            result = function.invoke(get("/?seconds=0.2"))
-            with lock:
-                results.append(result)
-
-        threads = [threading.Thread(target=invoke) for _ in range(5)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        results = concurrently(lambda: function.invoke(get("/?seconds=0.2")), 5)
         assert len(function.instances) == 1
     assert sorted(r.status for r in results) == ["ok"] * 5
 
