@@ -33,6 +33,8 @@ import threading
 from collections.abc import Mapping
 from typing import Final
 
+from ..settings import running_on_managed_instances
+
 __all__ = ["EXTENSION_NAME", "register_extension", "registered"]
 
 logger = logging.getLogger("serverless_pool")
@@ -68,7 +70,7 @@ def register_extension(environ: Mapping[str, str] | None = None) -> bool:
             return _identifier is not None
         _attempted = True
         try:
-            identifier = _register(address)
+            identifier = _register(address, managed=running_on_managed_instances(env))
         except (OSError, http.client.HTTPException) as err:
             logger.warning(
                 "could not register the Lambda extension (no SIGTERM at shutdown): %s", err
@@ -87,7 +89,7 @@ def register_extension(environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
-def _register(address: str) -> str | None:
+def _register(address: str, *, managed: bool) -> str | None:
     conn = http.client.HTTPConnection(address, timeout=_REGISTER_TIMEOUT)
     try:
         conn.request(
@@ -104,7 +106,6 @@ def _register(address: str) -> str | None:
     if response.status == 200 and identifier:
         return identifier
     error = _error_type(body)
-    managed = bool(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY"))
     if managed and error in ("Extension.InvalidExtensionState", "Extension.RegistrationClosed"):
         # Another worker of this Managed Instances environment registered it first.
         logger.debug("Lambda extension already registered by another worker (%s)", error)
