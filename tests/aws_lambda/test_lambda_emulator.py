@@ -350,19 +350,27 @@ def test_command_line_prints_each_invocation_and_the_output(db_env: dict[str, st
             capture_output=True, text=True, check=True, timeout=60,
         )  # fmt: skip
         assert "Not Found" in out.stdout
+        failed = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/boom"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        assert failed.stdout == "500"
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     lines = rest.splitlines()
     invocations = [line for line in lines if " ms connections opened: " in line]
-    assert len(invocations) == 3, rest
-    first, second, third = (line.split() for line in invocations)
+    assert len(invocations) == 4, rest
+    first, second, third, fourth = (line.split() for line in invocations)
     assert first[1:3] == ["cold", "ok"] and first[-1] == "1"  # noqa: PT018
     assert second[1:3] == ["warm", "ok"] and second[-1] == "0"  # noqa: PT018
     assert third[1:3] == ["warm", "ok"]  # a 404 is a response, not a failed invocation
-    # The function's own output (its EMF lines) comes through, prefixed by the instance.
+    assert fourth[1:3] == ["warm", "ok"]  # and so is Flask's 500
+    # The function's own output comes through, prefixed by the instance: its EMF lines,
+    # and the traceback Flask logs for the 500.
     assert any(line.startswith("[i") and '"_aws"' in line for line in lines), rest
+    assert any(line.startswith("[i") and "RuntimeError: boom on purpose" in line for line in lines)
     assert APP_PASSWORD not in banner + rest
 
 

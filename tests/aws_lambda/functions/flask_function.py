@@ -21,6 +21,11 @@ def pid() -> Any:
     return jsonify(pid=row[0] if row else None, stats=pool.stats())
 
 
+@app.route("/boom")
+def boom() -> Any:
+    raise RuntimeError("boom on purpose")
+
+
 @app.route("/slow")
 def slow() -> Any:
     with pool.connection() as conn, conn.transaction():
