@@ -28,6 +28,7 @@ __all__ = [
     "Setting",
     "check_environment",
     "running_on_lambda",
+    "running_on_managed_instances",
     "show_value",
     "unknown_name_message",
     "workers_per_environment",
@@ -52,6 +53,20 @@ def running_on_lambda(environ: Mapping[str, str] | None = None) -> bool:
     """True inside an AWS Lambda execution environment (or our local emulator)."""
     env = os.environ if environ is None else environ
     return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def running_on_managed_instances(environ: Mapping[str, str] | None = None) -> bool:
+    """True inside a Lambda Managed Instances execution environment.
+
+    ``awslambdaric`` runs in multi-concurrent mode whenever ``AWS_LAMBDA_MAX_CONCURRENCY``
+    is set; Lambda also sets ``AWS_LAMBDA_INITIALIZATION_TYPE`` to
+    ``lambda-managed-instances`` there (as AWS's own runtime interface emulator does).
+    """
+    env = os.environ if environ is None else environ
+    return (
+        "AWS_LAMBDA_MAX_CONCURRENCY" in env
+        or env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"
+    )
 
 
 def workers_per_environment(environ: Mapping[str, str] | None = None) -> int:
@@ -182,7 +197,8 @@ SCHEMA: Final[tuple[Setting, ...]] = (
         _int_at_least(1),
         _DERIVED,
         "Most connections the pool holds at once. One instance serves one request at a"
-        " time on Lambda, so one connection is enough there.",
+        " time on Lambda (and so does each worker process of a Managed Instances"
+        " environment), so one connection is enough there.",
         "1 on Lambda, else 4",
     ),
     Setting(
@@ -221,9 +237,12 @@ SCHEMA: Final[tuple[Setting, ...]] = (
     Setting(
         "ping_after_idle",
         _seconds(allow_zero=True),
-        5.0,
+        _DERIVED,
         "A connection idle longer than this gets a real round trip before it is handed"
-        " out (it may have been frozen); 0 pings on every borrow.",
+        " out (it may have been frozen); 0 pings on every borrow. Lambda Managed"
+        " Instances are never frozen, so there it only guards against a network path"
+        " that died silently.",
+        "5, or 60 on Lambda Managed Instances",
     ),
     Setting(
         "ping_timeout",
@@ -393,6 +412,10 @@ class PoolSettings:
     ) -> PoolSettings:
         on_lambda = running_on_lambda(env)
         direct = resolved["proxy_mode"] == "direct"
+        if resolved["ping_after_idle"] is _DERIVED:
+            # Never frozen: the environment's kernel handles every FIN and RST as it
+            # arrives, so the socket check already sees a session the server ended.
+            resolved["ping_after_idle"] = 60.0 if running_on_managed_instances(env) else 5.0
         if resolved["max_size"] is _DERIVED:
             resolved["max_size"] = 1 if on_lambda else 4
         if resolved["idle_session_timeout"] is _DERIVED:
