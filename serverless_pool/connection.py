@@ -28,6 +28,7 @@ from psycopg._connection_base import BaseConnection
 from psycopg.abc import PQGen
 from psycopg.rows import Row
 
+from . import failover
 from .liveness import watch_socket
 
 __all__ = [
@@ -50,6 +51,7 @@ _SEND_FAILURE = ("sending query", "flushing failed")
 #: Seconds after the borrow's liveness check when the first statement checks again.
 RECHECK_AFTER = 0.001
 _CURSOR_EXECUTE: Any = psycopg.Cursor.execute
+_READ_ONLY_SERVER = b"25006"
 
 
 def changes_session_state(command_status: bytes | None, sent: bytes | None) -> bool:
@@ -233,6 +235,16 @@ class PooledConnection(psycopg.Connection[Row]):
         self._sp_unclean = True
         self._prepared.prepare_threshold = value
 
+    # -- failover (issue 15): see `serverless_pool.failover` -------------------------
+    # While a deadline is active, `serverless_pool.silent_server` bounds wait() here.
+
+    # Set by a pool for writes: called when a statement found the server read-only.
+    _sp_on_read_only: Callable[[PooledConnection[Any]], None] | None = None
+
+    def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
+        gen = super()._exec_command(command, result_format)
+        return failover.watch_commit(self, gen) if command == b"COMMIT" else gen
+
 
 class PooledCursorMixin:
     """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class."""
@@ -341,6 +353,13 @@ class PooledCursorMixin:
         if query is not conn._sp_harmless:
             self._sp_track()
         return self
+
+    def _raise_for_result(self, result: Any) -> Any:
+        # psycopg's way out for a failed statement: nothing on the success path. A write
+        # that found the server read-only (failover) must not leave the connection in use.
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == _READ_ONLY_SERVER:
+            failover.found_read_only(self._conn)
+        return super()._raise_for_result(result)  # type: ignore[misc]
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         self._sp_sync()
