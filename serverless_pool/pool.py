@@ -538,11 +538,10 @@ class ServerlessPool:
                 if not is_transient(err):
                     with self._lock:
                         self._stats.add(st.CONNECT_ERRORS)
-                    after = (
-                        f", {self._credentials.description} fetched again"
-                        if renewed and self._credentials is not None
-                        else ""
-                    )
+                    credentials = self._credentials
+                    after = "" if credentials is None else f", login from {credentials.description}"
+                    if renewed:
+                        after += " renewed once"
                     raise ConnectionFailed(
                         f"the pool {self.name!r} could not connect"
                         f" ({failure_kind(err)}{after}, not retried): {_reason(err)}"
