@@ -123,10 +123,12 @@ def test_the_secret_fills_what_the_connection_string_leaves_out(
     arn = secrets.create_secret(
         Name=f"full-{role}", SecretString=rds_secret(rotating_postgres, role, "first-password")
     )["ARN"]
-    with ServerlessPool("", secret_arn=arn, application_name=app_name, environ={}) as pool:
-        with pool.connection() as conn:
-            row = conn.execute("SELECT current_user, current_database()").fetchone()
-            port = conn.info.port
+    with (
+        ServerlessPool("", secret_arn=arn, application_name=app_name, environ={}) as pool,
+        pool.connection() as conn,
+    ):
+        row = conn.execute("SELECT current_user, current_database()").fetchone()
+        port = conn.info.port
     assert row == (role, "app")
     assert port == rotating_postgres.port
 
@@ -142,11 +144,13 @@ def test_the_setting_comes_from_the_environment(
         Name=f"env-{role}", SecretString=rds_secret(rotating_postgres, role, "first-password")
     )["ARN"]
     monkeypatch.setenv("SERVERLESS_POOL_SECRET_ARN", arn)
-    with ServerlessPool(
-        f"host={rotating_postgres.host} port={rotating_postgres.port} dbname=app"
-    ) as pool:
-        with pool.connection() as conn:
-            assert conn.execute("SELECT current_user").fetchone() == (role,)
+    with (
+        ServerlessPool(
+            f"host={rotating_postgres.host} port={rotating_postgres.port} dbname=app"
+        ) as pool,
+        pool.connection() as conn,
+    ):
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
 
 
 def test_a_password_the_server_keeps_rejecting_fails_fast_after_one_more_fetch(
@@ -221,9 +225,11 @@ def test_a_secret_not_in_rds_format_is_refused_without_quoting_it(
     arn = secrets.create_secret(Name=f"bad-{app_name}-{uuid.uuid4()}", SecretString=secret_string)[
         "ARN"
     ]
-    with ServerlessPool("", secret_arn=arn, environ={}) as pool:
-        with pytest.raises(CredentialsUnavailable, match=message) as failure:
-            pool.acquire()
+    with (
+        ServerlessPool("", secret_arn=arn, environ={}) as pool,
+        pytest.raises(CredentialsUnavailable, match=message) as failure,
+    ):
+        pool.acquire()
     assert "hunter2" not in str(failure.value)
 
 
