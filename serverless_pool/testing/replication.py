@@ -8,7 +8,6 @@ primary back read-only, as a failed-over writer comes back as a replica.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
