@@ -18,7 +18,7 @@ Two bounds, each for what the other cannot see:
 The client bound fires `GRACE` after the deadline (so that a server-side
 ``statement_timeout`` set to the same deadline reports first), noticed within one
 `TICK` of silence, and the cancel request may take up to `CANCEL_TIMEOUT`: the error
-comes at most about 0.3 s after the deadline, inside ``make_handler``'s default
+comes at most about 0.25 s after the deadline, inside ``make_handler``'s default
 ``deadline_margin`` of 0.5 s.
 """
 
