@@ -10,6 +10,7 @@ on AWS.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -134,6 +135,7 @@ def test_a_connection_whose_server_turned_read_only_is_closed_and_the_write_wait
         # The server goes read-only under a live session (as a demoted or a full one does).
         server.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         server.execute("SELECT pg_reload_conf()")
+        _until_the_session_sees(pool, "on")  # the reload reaches each backend in its time
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             writer.write(2)
         assert pool.stats()["read_only_errors"] == 1
@@ -151,6 +153,14 @@ def test_a_connection_whose_server_turned_read_only_is_closed_and_the_write_wait
     assert writer.committed == [1, 3]
     assert stats["replaced_bad_state"] == 1  # the connection that met the read-only server
     assert stats["connections_opened"] == 2
+
+
+def _until_the_session_sees(pool: ServerlessPool, value: str) -> None:
+    deadline = time.monotonic() + 30
+    with pool.connection() as conn:
+        while conn.execute("SHOW default_transaction_read_only").fetchone() != (value,):
+            assert time.monotonic() < deadline, "the server did not reload its settings"
+            time.sleep(0.01)
 
 
 def _writable(server: PostgresServer) -> None:
