@@ -75,6 +75,8 @@ def read_config(
     try:
         settings = PoolSettings.load(values, environ=env, source=_SOURCE)
     except SettingsError as err:
+        if str(err).startswith("environment variable"):
+            raise  # names its variable already
         # Cross-setting checks (min_size above max_size...) name settings, not keys.
         raise SettingsError(f"{err} (Flask config keys {ENV_PREFIX}*)") from None
     return PoolConfig(_conninfo(config, env), settings, sources)
