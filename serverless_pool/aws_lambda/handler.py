@@ -24,6 +24,7 @@ from typing import Any, Final, TextIO
 import psycopg
 
 from .. import lifecycle
+from ..checks import log_configuration_problems
 from ..deadline import deadline_after
 from ..errors import SettingsError
 from ..settings import running_on_lambda
@@ -105,6 +106,9 @@ class LambdaHandler:
         self.cold_start = True
         self._started = False
         self._closed = False
+        # Once per instance: log what the check commands would find in the settings
+        # (the integrations' own checks included), where CloudWatch keeps it.
+        log_configuration_problems()
         if running_on_lambda():
             _watch_instance_end(self)
         if connect_on_init:
