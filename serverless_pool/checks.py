@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import psycopg
 
+from . import lifecycle
 from .budget import Budget, Fleet, read_budget
-from .settings import SCHEMA, PoolSettings
+from .settings import SCHEMA, PoolSettings, running_on_lambda
 
 if TYPE_CHECKING:
     from .pool import ServerlessPool
@@ -528,9 +529,6 @@ def configuration_problems() -> list[Problem]:
     A check that raises is reported as an error rather than raised: this runs in a
     function's init, where a crash would only make Lambda retry the init.
     """
-    from . import lifecycle
-    from .settings import running_on_lambda
-
     problems: list[Problem] = []
     for check in list(_configuration_checks):
         try:
