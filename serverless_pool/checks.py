@@ -16,6 +16,8 @@ A problem is an ``error`` (the command exits with status 1) or a ``warning``; it
 ``budget-unreadable``      connected, but the budget could not be read
 ``pins-session``           behind RDS Proxy, a setting or the conninfo pins sessions
 ``idle-session-timeout``   direct mode on Lambda with ``idle_session_timeout`` 0
+``session-state-behind-    behind a proxy, a setting that needs session state (a
+proxy``                    server-side timeout, prepared statements) is not applied
 =========================  ===========================================================
 
 The fleet is counted as it runs on Lambda: checked from elsewhere, a ``max_size`` left
@@ -300,6 +302,10 @@ def settings_problems(
                 " takes the slot of a frozen instance back",
             )
         )
+    problems += [
+        Problem("warning", "session-state-behind-proxy", warning)
+        for warning in settings.session_state_warnings()
+    ]
     if settings.proxy_mode == "rds-proxy":
         pins = [p for p in pinning_items(settings, conninfo_params or {}) if p.verdict == "PINS"]
         problems += [
@@ -370,23 +376,15 @@ def pinning_items(settings: PoolSettings, params: Mapping[str, object]) -> list[
             "pg_advisory_lock() pins; use pg_advisory_xact_lock() inside a transaction",
         )
     )
-    if settings.reset_on_return == "always":
-        items.append(
-            PinItem(
-                "session reset",
-                "PINS",
-                "reset_on_return=always runs DISCARD ALL after every borrow; use auto",
-            )
+    # reset_on_return=always is refused with a proxy mode (see PoolSettings).
+    items.append(
+        PinItem(
+            "session reset",
+            "ok",
+            "no DISCARD ALL is sent behind RDS Proxy (the proxy resets sessions itself);"
+            " the pool restores only the connection's Python-side state",
         )
-    else:
-        items.append(
-            PinItem(
-                "session reset",
-                "ok",
-                f"reset_on_return={settings.reset_on_return}: no DISCARD ALL is sent behind"
-                " RDS Proxy (the proxy resets sessions itself)",
-            )
-        )
+    )
     return items
 
 

@@ -221,7 +221,9 @@ def _load_settings(given: Mapping[str, str]) -> PoolSettings:
     from .settings import PoolSettings
 
     try:
-        return PoolSettings.load(given, environ=os.environ, source="option")
+        return PoolSettings.load(
+            given, environ=os.environ, source="option", spell=lambda n: "--" + n.replace("_", "-")
+        )
     except SettingsError as err:
         raise UsageError(str(err)) from None
 
@@ -252,7 +254,9 @@ def _run_settings(args: argparse.Namespace, out: TextIO) -> int:
     settings = _load_settings(given).as_dict()
     for setting, line in zip(SCHEMA, _setting_lines(settings, given), strict=True):
         print(line, file=out)
-        doc = textwrap.fill(setting.doc, 88, initial_indent="    ", subsequent_indent="    ")
+        doc = textwrap.fill(
+            setting.doc, 88, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+        )
         print(doc, file=out)
     return OK
 

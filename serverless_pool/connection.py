@@ -1,110 +1,178 @@
 """The connection class the pool hands out: a psycopg `Connection` that knows its borrow.
 
-Two things need to happen *inside* psycopg's execution path, so they live here:
+Two things need to happen inside psycopg's execution path, so they live here, and this
+module is the one place that touches psycopg's private attributes (a test pins each):
 
-- Before the first statement of a borrow, the socket is polled once more. If the server
-  ended the session since the borrow's check, nothing of the borrow has run yet, so the
-  pool swaps a fresh server connection in under the same Python object and the
-  statement goes to it. If sending that first statement fails outright (the bytes never
-  left), the same swap and one retry happen. A statement that was sent and then lost
-  its connection is never retried: it may have run.
-- After each statement, its command tag says whether it changed session state (SET,
-  temporary tables, LISTEN, PREPARE, advisory locks...), so the pool resets the session
-  on return only when needed and keeps the common borrow at zero extra round trips.
+- **The borrow's first operation is retried when it surely committed nothing.** If the
+  server ended the session just before the borrow's first statement (an idle timeout
+  firing at the thaw, an administrator ending backends), the statement fails although
+  the server never executed it. Before sending it, when more than `RECHECK_AFTER` passed
+  since the borrow's check, the socket is looked at once more, and a session that ended
+  is swapped for a fresh one under the same Python object. After sending it, the same
+  swap and one retry happen when the bytes never left (the send failed), or when the
+  first answer of the operation is the server's notice that it ended the session:
+  idle-session timeout (57P05: only an idle backend gets it), or an administrator
+  command or another backend's crash (57P01, 57P02) arriving within `RETRY_WINDOW` of
+  the send. The server sends a statement's CommandComplete before it commits it, so an
+  operation whose first answer is that notice committed nothing; the window keeps a
+  statement that an operator stopped after it ran for a while from running again. An
+  operation that received any answer first, or that lost its connection with no notice
+  at all (a bare EOF), is never retried: it may have run.
+- **Python-side state is restored on return.** psycopg keeps session attributes on the
+  connection object (autocommit, isolation level, read-only, deferrable, prepared
+  statement settings, row and cursor factories, adapters, notice and notify handlers,
+  pending notifications). The pool takes a `Baseline` when a connection is set up, and
+  every change to it either flags the connection (`_sp_unclean`) as it happens or is
+  compared by identity when the connection comes back; the return then restores it.
 """
 
 from __future__ import annotations
 
-import select
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from time import monotonic as _monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from weakref import ref
 
 import psycopg
 from psycopg import IsolationLevel, pq
 from psycopg._connection_base import BaseConnection
 from psycopg.abc import PQGen
+from psycopg.adapt import AdaptersMap
+from psycopg.errors import Diagnostic
 from psycopg.rows import Row
 
 from .liveness import watch_socket
 
 __all__ = [
+    "RECHECK_AFTER",
+    "RETRY_WINDOW",
+    "TERMINATION_SQLSTATES",
+    "Baseline",
     "PooledClientCursor",
     "PooledConnection",
     "PooledCursor",
     "PooledCursorMixin",
+    "PooledRawCursor",
     "PooledServerCursor",
-    "changes_session_state",
 ]
 
 _IDLE = pq.TransactionStatus.IDLE
 _OK = pq.ConnStatus.OK
+_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 
-# Command tags of statements that leave state in the session after they end.
-_SESSION_TAGS = (
-    b"SET", b"RESET", b"LISTEN", b"PREPARE", b"DECLARE", b"LOAD", b"CREATE", b"DO", b"CALL",
-)  # fmt: skip
-_SEND_FAILURE = ("sending query", "flushing failed")
-#: Seconds after the borrow's liveness check when the first statement checks again.
-RECHECK_AFTER = 0.001
+#: The server's notices that it ended the session: administrator command (also a fast
+#: shutdown), crash of another server process, idle-session timeout.
+TERMINATION_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P05"})
+_IDLE_TIMEOUT: Final = "57P05"
+#: Seconds after the borrow's check when the first statement checks the socket again.
+RECHECK_AFTER: Final = 0.001
+#: Seconds after the send within which the server's 57P01/57P02 goodbye still counts as
+#: the end of an idle session rather than the stop of a statement that was running.
+RETRY_WINDOW: Final = 0.1
+# psycopg's messages for a send that failed: the bytes never (all) left.
+_SEND_FAILURES: Final = ("sending ", "flushing failed")
 _CURSOR_EXECUTE: Any = psycopg.Cursor.execute
+_CHECK_RESULTS: Any = psycopg.Cursor._check_results
 
 
-def changes_session_state(command_status: bytes | None, sent: bytes | None) -> bool:
-    """Whether a statement may have left session state behind.
+class Baseline:
+    """The Python-side state of a connection as the pool set it up, to restore on return."""
 
-    `command_status` is the tag the server answered; `sent` is the statement text as it
-    went to the server. Errs on the side of "yes": that costs one DISCARD ALL.
+    __slots__ = (
+        "adapters",
+        "autocommit",
+        "cursor_factory",
+        "notice_handlers",
+        "notify_handlers",
+        "prepare_threshold",
+        "prepared_max",
+        "row_factory",
+        "server_cursor_factory",
+    )
+
+    def __init__(self, conn: PooledConnection[Any]) -> None:
+        self.autocommit = conn.autocommit
+        self.row_factory = conn.row_factory
+        self.cursor_factory = conn.cursor_factory
+        self.server_cursor_factory = conn.server_cursor_factory
+        self.prepare_threshold = conn.prepare_threshold
+        self.prepared_max = conn._prepared.prepared_max
+        self.notice_handlers = tuple(conn._notice_handlers)
+        self.notify_handlers = tuple(conn._notify_handlers)
+        # A map of the connection's own whose changes flag the connection: registering
+        # an adapter on `conn.adapters` is the one change made inside an object.
+        self.adapters = conn.adapters
+        conn._adapters = _WatchedAdaptersMap(conn, self.adapters)
+
+
+class _WatchedTypes:
+    """Marks the connection unclean when a type is registered on its adapters."""
+
+    # Wraps psycopg's TypesRegistry (whose add() a TypeInfo.register() calls).
+    def __init__(self, conn: PooledConnection[Any], registry: Any) -> None:
+        self._conn = ref(conn)
+        self._registry = registry
+
+    def add(self, info: Any) -> None:
+        conn = self._conn()
+        if conn is not None:
+            conn._sp_unclean = True
+        self._registry.add(info)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._registry)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._registry[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._registry
+
+
+class _WatchedAdaptersMap(AdaptersMap):
+    """A copy-on-write child of the baseline map that flags the connection on change."""
+
+    def __init__(self, conn: PooledConnection[Any], template: AdaptersMap) -> None:
+        super().__init__(template)
+        self._sp_conn = ref(conn)
+        self.types = _WatchedTypes(conn, self.types)  # type: ignore[assignment]
+
+    def _sp_touched(self) -> None:
+        conn = self._sp_conn()
+        if conn is not None:
+            conn._sp_unclean = True
+
+    def register_dumper(self, cls: Any, dumper: Any) -> None:
+        self._sp_touched()
+        super().register_dumper(cls, dumper)
+
+    def register_loader(self, oid: Any, loader: Any) -> None:
+        self._sp_touched()
+        super().register_loader(oid, loader)
+
+
+class _GoodbyeWatch:
+    """A notice handler noting the server's goodbye when it arrives between statements.
+
+    libpq hands an error that arrives while no statement runs to the notice handlers;
+    the session is over even though libpq still reports the connection as OK.
     """
-    if command_status is None:
-        return False
-    if command_status.startswith(_SESSION_TAGS):
-        return True
-    # Tagged "SELECT n" but changing the session: advisory locks, set_config(),
-    # setseed(), SELECT INTO and CREATE TABLE AS (temporary tables).
-    if command_status.startswith(b"SELECT") and sent:
-        text = sent.lower()
-        # an explicit chain: a generator expression here costs more than the scans
-        return (
-            b"advisory" in text
-            or b"set_config" in text
-            or b"setseed" in text
-            or b"pg_temp" in text
-            or b" into " in text
-            or text.lstrip().startswith(b"create")
-        )
-    return False
 
+    __slots__ = ("_conn",)
 
-# `changes_session_state()` by the query as the app passed it (its text decides the
-# command tag too). An app sends the same few queries over and over, the parameters
-# apart: a dictionary look-up costs less than reading the tag and scanning the text.
-_verdicts: dict[str | bytes, bool] = {}
-_MAX_VERDICTS = 512
+    def __init__(self, conn: PooledConnection[Any]) -> None:
+        self._conn = ref(conn)
 
-
-def _learn_verdict(cursor: Any) -> bool:
-    """`changes_session_state()` for the statement `cursor` just ran, remembered."""
-    result = cursor.pgresult
-    if result is None:
-        return False  # no answer yet (pipeline mode): nothing to learn from
-    query = cursor._last_query
-    # The text as sent; psycopg keeps none for a prepared statement, so that of the
-    # app's query then (placeholders differ, the words scanned for do not).
-    if isinstance(query, str):
-        sent: bytes | None = query.encode()
-    elif isinstance(query, bytes):
-        sent = query
-    else:  # psycopg.sql objects: not a dictionary key
-        pgq = cursor._query
-        return changes_session_state(result.command_status, None if pgq is None else pgq.query)
-    verdict = changes_session_state(result.command_status, sent)
-    if len(_verdicts) >= _MAX_VERDICTS:
-        _verdicts.clear()  # queries with literals built in: start over
-    _verdicts[query] = verdict
-    return verdict
+    def __call__(self, diag: Diagnostic) -> None:
+        if diag.sqlstate in TERMINATION_SQLSTATES:
+            conn = self._conn()
+            if conn is not None:
+                conn._sp_terminated = True
 
 
 class PooledConnection(psycopg.Connection[Row]):
@@ -118,92 +186,194 @@ class PooledConnection(psycopg.Connection[Row]):
     # Set by the pool: replaces the server connection under this object, returns False
     # if it could not.
     _sp_replace: Callable[[PooledConnection[Any], str], bool] | None = None
-    # While no statement has been sent in the current borrow: when (time.monotonic())
-    # the pool saw the socket quiet. 0.0 otherwise.
+    # From the lend until the borrow's first operation starts: when (time.monotonic())
+    # the pool last saw the session alive. 0.0 otherwise.
     _sp_fresh: float = 0.0
-    # A statement of the current borrow changed session state.
-    _sp_dirty: bool = False
-    # The return must look at the connection before shelving it: the session state or
-    # one of psycopg's connection attributes (autocommit, isolation level, read-only,
-    # deferrable, prepare threshold) may differ from the pool's, or the pool resets
-    # every connection. One flag, so that a clean return reads one attribute.
+    # During the borrow's first operation: the server answered something.
+    _sp_answered: bool = False
+    # The server's goodbye arrived between statements (see `_GoodbyeWatch`).
+    _sp_terminated: bool = False
+    # Set up by `_sp_setup()`: the Python-side state every return restores.
+    _sp_baseline: Baseline
+    # The return must restore Python-side state: one of psycopg's connection attributes
+    # or the adapters changed. One flag, so that a clean return reads one attribute.
     _sp_unclean: bool = False
-    # Whether statements are watched for session changes (reset_on_return="auto").
-    _sp_track: bool = False
-    # The query (a str or bytes object) last found to leave the session as it was:
-    # running the same object again needs no look-up (see `_sp_direct_execute`).
-    _sp_harmless: object = None
 
     # A poll object on the server connection's socket, made at connect time and again
     # when the server connection is swapped, so a check costs one system call.
-    _sp_watch: select.poll | None = None
+    _sp_watch: Any = None
 
-    def _sp_watch_socket(self) -> None:
+    def _sp_setup(self) -> Baseline:
+        """After the pool configured the connection: watch it, and take its baseline."""
         self._sp_watch = watch_socket(self.pgconn.socket)
+        self.add_notice_handler(_GoodbyeWatch(self))
+        baseline = Baseline(self)
+        self._sp_unclean = False
+        return baseline
 
     def _sp_socket_quiet(self) -> bool:
         """True if libpq thinks the connection is fine and its socket has nothing to read."""
-        if self.pgconn.status != _OK:
+        if self.pgconn.status != _OK or self._sp_terminated:
             return False
-        if self._sp_watch is None:
-            self._sp_watch_socket()
-        assert self._sp_watch is not None
         return not self._sp_watch.poll(0)
 
-    def _sp_first_statement(self) -> None:
-        """Before the first statement of a borrow (called while `_sp_fresh` is set)."""
+    # -- the borrow's first operation --------------------------------------------------
+
+    def _sp_start_first(self) -> float:
+        """The borrow's first operation begins: re-check a stale check; the start time."""
         checked_at, self._sp_fresh = self._sp_fresh, 0.0
+        self._sp_answered = False
+        started = _monotonic()
         # The borrow's own check is fresh enough when the statement follows at once
-        # (the common case): a second poll would only add a system call.
-        if _monotonic() - checked_at > RECHECK_AFTER:
+        # (the common case): a second look would only add a system call.
+        if started - checked_at > RECHECK_AFTER:
             self._sp_recheck()
+        return started
 
     def _sp_recheck(self) -> None:
-        """Poll the socket again before a borrow's first statement; swap if it died."""
-        if (
-            self._sp_replace is not None
-            and self.pgconn.transaction_status == _IDLE
-            and not self._sp_socket_quiet()
-        ):
-            self._sp_replace(self, "dead_on_first_statement")
+        """Look at the socket again; swap the session if it ended meanwhile."""
+        pgconn = self.pgconn
+        if self._sp_replace is None or pgconn.transaction_status != _IDLE:
+            return
+        if pgconn.status == _OK and not self._sp_terminated and not self._sp_watch.poll(0):
+            return
+        try:
+            pgconn.consume_input()
+            pgconn.is_busy()  # libpq parses here: a goodbye goes to the notice handlers
+        except psycopg.OperationalError:
+            pass
+        if pgconn.status != _OK or self._sp_terminated:
+            self._sp_swap()
 
-    def _sp_may_retry(self, err: psycopg.OperationalError) -> bool:
-        """After the first statement failed: swap and retry if it surely never ran."""
-        if self._sp_replace is None or self.pgconn.status == pq.ConnStatus.OK:
+    def _sp_never_ran(self, err: psycopg.OperationalError, started: float) -> bool:
+        """After the borrow's first operation failed: whether it surely committed nothing."""
+        if self._sp_replace is None or self.pgconn.status == _OK or self._sp_answered:
             return False
-        if not str(err).startswith(_SEND_FAILURE):
+        if str(err).startswith(_SEND_FAILURES) or self._sp_terminated:
+            # The bytes never left, or the goodbye came before them (libpq takes an
+            # error that arrives while nothing of ours is pending for a notice).
+            return True
+        state = err.sqlstate
+        if state == _IDLE_TIMEOUT:
+            return True
+        return state in TERMINATION_SQLSTATES and _monotonic() - started <= RETRY_WINDOW
+
+    def _sp_retry_first(self, err: psycopg.OperationalError, started: float) -> bool:
+        """Swap in a fresh server session if the failed first operation never ran."""
+        return self._sp_never_ran(err, started) and self._sp_swap()
+
+    def _sp_swap(self) -> bool:
+        """Put a fresh server session under this object, before the borrow's first operation."""
+        assert self._sp_replace is not None
+        pipeline = self._pipeline
+        if not self._sp_replace(self, "dead_on_first_statement"):
             return False
-        return self._sp_replace(self, "dead_on_first_statement")
+        if pipeline is not None:
+            # Nothing was queued in this pipeline before the first operation (see
+            # `PooledCursorMixin._sp_first`): the fresh session takes the dead one's place.
+            pipeline.pgconn = self.pgconn
+            pipeline.command_queue.clear()
+            pipeline.result_queue.clear()
+            self.pgconn.enter_pipeline_mode()
+        return True
 
     def _sp_adopt(self, other: PooledConnection[Any]) -> None:
         """Take `other`'s server connection; `other` gets ours (dead) and is closed."""
         dead = self.pgconn
         self.pgconn = other.pgconn
-        self._sp_watch_socket()
+        self._sp_watch = watch_socket(self.pgconn.socket)
+        self._sp_terminated = False
         # psycopg routes notices and notifications through weak references to the
         # owning connection: point them at this object.
         wself: ref[Any] = ref(self)
         self.pgconn.notice_handler = partial(BaseConnection._notice_handler, wself)
         self.pgconn.notify_handler = partial(BaseConnection._notify_handler, wself)
-        # The new session has no prepared statements.
-        self._prepared.clear()
+        # The new session has no prepared statements, and no transaction block.
+        self._sp_forget_prepared()
+        self._num_transactions = 0
         other.pgconn = dead
         other.close()
 
+    @contextmanager
+    def _sp_first_transaction(
+        self, savepoint_name: str | None, force_rollback: bool
+    ) -> Iterator[psycopg.Transaction]:
+        """`transaction()` as the borrow's first operation: its BEGIN may be retried."""
+        started = self._sp_start_first()
+        tx = psycopg.Transaction(self, savepoint_name, force_rollback)
+        try:
+            tx.__enter__()
+        except psycopg.OperationalError as err:
+            if not self._sp_retry_first(err, started):
+                raise
+            tx = psycopg.Transaction(self, savepoint_name, force_rollback)
+            tx.__enter__()
+        try:
+            yield tx
+        except BaseException as exc:
+            if not tx.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            tx.__exit__(None, None, None)
+
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Any:
+        if self._sp_fresh and self._pipeline is None:
+            return self._sp_first_transaction(savepoint_name, force_rollback)
+        return super().transaction(savepoint_name, force_rollback)
+
+    # -- Python-side state -------------------------------------------------------------
+
     def _sp_forget_prepared(self) -> None:
-        """Forget psycopg's prepared statements: a DISCARD ALL is about to drop them.
+        """Forget psycopg's prepared statements: the server session no longer has them.
 
-        psycopg notices a DISCARD ALL only the first time its text is run, so after a
-        few resets it would still use statements the server no longer has. Forgetting
-        them first also saves the DEALLOCATE ALL psycopg would send afterwards.
+        Emptying psycopg's cache directly also spares the DEALLOCATE ALL it would send.
         """
-        self._prepared.clear()
-        self._prepared._to_flush.clear()
+        prepared = self._prepared
+        if prepared._names or prepared._counts:
+            prepared._names.clear()
+            prepared._counts.clear()
+            prepared._to_flush.clear()
 
-    def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        if self._sp_fresh:
-            self._sp_first_statement()
-        return super().transaction(*args, **kwargs)
+    def _sp_is_clean(self, baseline: Baseline) -> bool:
+        """Whether the Python-side state is the baseline's (the cheap test on return)."""
+        return (
+            not self._sp_unclean
+            and self.cursor_factory is baseline.cursor_factory
+            and self.row_factory is baseline.row_factory
+            and self.server_cursor_factory is baseline.server_cursor_factory
+            and not self._notifies_backlog
+        )
+
+    def _sp_restore(self, baseline: Baseline) -> None:
+        """Put every Python-side attribute back as the baseline has it (connection idle)."""
+        if self.autocommit is not baseline.autocommit:
+            self.autocommit = baseline.autocommit
+        if self.isolation_level is not None:
+            self.isolation_level = None
+        if self.read_only is not None:
+            self.read_only = None
+        if self.deferrable is not None:
+            self.deferrable = None
+        self._prepared.prepare_threshold = baseline.prepare_threshold
+        self._prepared.prepared_max = baseline.prepared_max
+        self.row_factory = baseline.row_factory
+        self.cursor_factory = baseline.cursor_factory
+        self.server_cursor_factory = baseline.server_cursor_factory
+        self._notice_handlers[:] = baseline.notice_handlers
+        self._notify_handlers[:] = baseline.notify_handlers
+        if self._notifies_backlog:
+            self._notifies_backlog.clear()
+        adapters = self._adapters
+        if not isinstance(adapters, _WatchedAdaptersMap) or adapters._sp_conn() is not self:
+            self._adapters = _WatchedAdaptersMap(self, baseline.adapters)
+        elif self._sp_unclean:
+            # Something may have been registered: start again from the baseline.
+            self._adapters = _WatchedAdaptersMap(self, baseline.adapters)
+        self._sp_unclean = False
+
+    def _sp_state_is_reusable(self) -> bool:
+        """Whether psycopg's own state can be restored, rather than the connection closed."""
+        return self._tpc is None and self._pipeline is None and not self._num_transactions
 
     # psycopg changes these attributes through these generators (the properties and
     # the set_*() methods alike): a change makes the return look and restore them.
@@ -233,77 +403,59 @@ class PooledConnection(psycopg.Connection[Row]):
         self._sp_unclean = True
         self._prepared.prepare_threshold = value
 
+    @property
+    def prepared_max(self) -> int | None:
+        return self._prepared.prepared_max
+
+    @prepared_max.setter
+    def prepared_max(self, value: int | None) -> None:
+        self._sp_unclean = True
+        BaseConnection.prepared_max.fset(self, value)  # type: ignore[attr-defined]
+
+    def add_notice_handler(self, callback: Callable[[Diagnostic], None]) -> None:
+        self._sp_unclean = True
+        super().add_notice_handler(callback)
+
+    def remove_notice_handler(self, callback: Callable[[Diagnostic], None]) -> None:
+        self._sp_unclean = True
+        super().remove_notice_handler(callback)
+
+    def add_notify_handler(self, callback: Callable[[psycopg.Notify], None]) -> None:
+        self._sp_unclean = True
+        super().add_notify_handler(callback)
+
+    def remove_notify_handler(self, callback: Callable[[psycopg.Notify], None]) -> None:
+        self._sp_unclean = True
+        super().remove_notify_handler(callback)
+
+    def tpc_begin(self, xid: psycopg.Xid | str) -> None:
+        self._sp_unclean = True
+        super().tpc_begin(xid)
+
 
 class PooledCursorMixin:
-    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class."""
+    """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class.
+
+    Statements run exactly as psycopg runs them; the borrow's first one goes through
+    `_sp_first`, which retries it once when it surely never ran.
+    """
 
     if TYPE_CHECKING:
         _pgconn: pq.abc.PGconn
         _conn: Any
-        _query: Any
-        _last_query: Any
-        pgresult: pq.abc.PGresult | None
-
-    def _sp_sync(self) -> bool:
-        """Prepare for a statement; True if it is the first of the borrow."""
-        conn = self._conn
-        fresh = bool(conn._sp_fresh)
-        if fresh:
-            conn._sp_first_statement()
-        if self._pgconn is not conn.pgconn:
-            self._pgconn = conn.pgconn
-        return fresh
-
-    def _sp_track(self) -> None:
-        """After a statement: mark the session for a reset if the statement changed it."""
-        conn = self._conn
-        if conn._sp_track and not conn._sp_dirty:
-            query = self._last_query
-            try:
-                verdict = _verdicts.get(query)
-            except TypeError:  # a psycopg.sql object
-                verdict = None
-            if verdict is None:
-                verdict = _learn_verdict(self)
-            if verdict:
-                conn._sp_dirty = conn._sp_unclean = True
-            elif type(query) is str or type(query) is bytes:  # immutable, so still harmless
-                conn._sp_harmless = query
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # The hot path: when the execute() after this mixin is psycopg's own (Cursor,
         # ClientCursor, Django's cursors) and nothing in front overrides it, statements
         # go through `_sp_direct_execute`, which calls psycopg's directly with its
-        # arguments spelled out. Forwarding *args/**kwargs through super() costs a few
-        # µs per statement once the interpreter's caches went cold waiting for the
-        # server, about as much as the pool's whole borrow.
+        # arguments spelled out: forwarding *args/**kwargs through super() costs more
+        # than the rest of the hook.
         mro = cls.__mro__
         after = mro[mro.index(PooledCursorMixin) + 1 :]
         following = next((k.__dict__["execute"] for k in after if "execute" in k.__dict__), None)
         if following is _CURSOR_EXECUTE and cls.execute is PooledCursorMixin.execute:
             cls.execute = PooledCursorMixin._sp_direct_execute  # type: ignore[method-assign]
-
-    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._sp_hooked(super().execute, query, args, kwargs)  # type: ignore[misc]
-
-    def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._sp_hooked(super().executemany, query, args, kwargs)  # type: ignore[misc]
-
-    def _sp_hooked(
-        self, run: Callable[..., Any], query: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Run a statement through `run` with the pool's hooks around it."""
-        fresh = self._sp_sync()
-        try:
-            rv = run(query, *args, **kwargs)
-        except psycopg.OperationalError as err:
-            if not (fresh and self._conn._sp_may_retry(err)):
-                raise
-            self._sp_sync()
-            rv = run(query, *args, **kwargs)
-        self._sp_track()
-        return rv
 
     def _sp_direct_execute(
         self,
@@ -313,43 +465,122 @@ class PooledCursorMixin:
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> Any:
-        """`_sp_hooked()` around psycopg's `Cursor.execute`, its arguments spelled out.
-
-        The hooks are written out rather than called (`_sp_sync()`, the clock test of
-        `_sp_first_statement()`, `_sp_track()`): the interpreter's caches have gone cold
-        waiting for the server's last answer, and each call frame and dictionary
-        look-up then costs a few hundred ns. Written out, with the look-up skipped for
-        a query seen before, the hooks of a borrow's first statement cost about half.
-        """
+        """psycopg's `Cursor.execute`, the borrow's first statement retried if it never ran."""
         conn = self._conn
-        checked_at = conn._sp_fresh
-        if checked_at:
-            conn._sp_fresh = 0.0
-            if _monotonic() - checked_at > RECHECK_AFTER:
-                conn._sp_recheck()
+        if conn._sp_fresh:
+            return self._sp_first(
+                lambda: _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
+            )
+        if self._pgconn is not conn.pgconn:  # a cursor kept across a swapped session
+            self._pgconn = conn.pgconn
+        return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
+
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        run = super().execute  # type: ignore[misc]
+        return self._sp_run(lambda: run(query, *args, **kwargs))
+
+    def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        run = super().executemany  # type: ignore[misc]
+        return self._sp_run(lambda: run(query, *args, **kwargs))
+
+    def _sp_run(self, operation: Callable[[], Any]) -> Any:
+        conn = self._conn
+        if conn._sp_fresh:
+            return self._sp_first(operation)
         if self._pgconn is not conn.pgconn:
             self._pgconn = conn.pgconn
+        return operation()
+
+    def _sp_first(self, operation: Callable[[], Any]) -> Any:
+        """Run the borrow's first operation; once more on a fresh session if it never ran."""
+        conn = self._conn
+        pipeline = conn._pipeline
+        if pipeline is not None and (pipeline.command_queue or pipeline.result_queue):
+            # Something else went into this pipeline first: nothing here may be re-sent.
+            conn._sp_fresh = 0.0
+            return operation()
+        started = conn._sp_start_first()
+        self._pgconn = conn.pgconn
+        # See every answer the server gives this operation (this cursor only, this once).
+        watched = getattr(self, "__dict__", None)
+        if watched is not None:
+            watched["_check_results"] = self._sp_check_first_results
         try:
-            _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
-        except psycopg.OperationalError as err:
-            if not (checked_at and conn._sp_may_retry(err)):
-                raise
+            try:
+                return operation()
+            except psycopg.OperationalError as err:
+                if not conn._sp_retry_first(err, started):
+                    raise
             self._pgconn = conn.pgconn
-            _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
-        # An app runs the same query objects over and over: the one last seen harmless
-        # needs no look-up.
-        if query is not conn._sp_harmless:
-            self._sp_track()
-        return self
+            return operation()
+        finally:
+            if watched is not None:
+                watched.pop("_check_results", None)
+
+    def _sp_check_first_results(self, results: list[pq.abc.PGresult]) -> None:
+        first = results[0] if results else None
+        if (
+            first is None
+            or first.status != _FATAL_ERROR
+            or (first.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+            not in TERMINATION_SQLSTATES
+        ):
+            self._conn._sp_answered = True
+        _CHECK_RESULTS(self, results)
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
-        self._sp_sync()
-        # COPY FROM/TO temporary tables and the like are tracked by their CREATE.
-        return super().copy(*args, **kwargs)  # type: ignore[misc]
+        conn = self._conn
+        self._pgconn = conn.pgconn
+        parent = super().copy  # type: ignore[misc]
+        if not conn._sp_fresh:
+            return parent(*args, **kwargs)
+        return self._sp_first_context(lambda: parent(*args, **kwargs))
 
-    def stream(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        self._sp_sync()
-        return super().stream(query, *args, **kwargs)  # type: ignore[misc]
+    @contextmanager
+    def _sp_first_context(self, make: Callable[[], Any]) -> Iterator[Any]:
+        """A context manager whose entering is the borrow's first operation."""
+        entered: list[Any] = []
+
+        def enter() -> Any:
+            manager = make()  # a new one for a retry: a failed one cannot be entered again
+            value = manager.__enter__()
+            entered.append(manager)
+            return value
+
+        value = self._sp_first(enter)
+        manager = entered[-1]
+        try:
+            yield value
+        except BaseException as exc:
+            if not manager.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            manager.__exit__(None, None, None)
+
+    def stream(self, query: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        conn = self._conn
+        self._pgconn = conn.pgconn
+        parent = super().stream  # type: ignore[misc]
+        if not conn._sp_fresh:
+            return parent(query, *args, **kwargs)  # type: ignore[no-any-return]
+        return self._sp_first_stream(lambda: parent(query, *args, **kwargs))
+
+    def _sp_first_stream(self, make: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+        started: list[Iterator[Any]] = []
+
+        def start() -> Any:
+            rows = make()  # a new generator for a retry
+            started.append(rows)
+            return next(rows, _DONE)
+
+        first = self._sp_first(start)
+        if first is _DONE:
+            return
+        yield first
+        yield from started[-1]
+
+
+_DONE: Final = object()
 
 
 class PooledCursor(PooledCursorMixin, psycopg.Cursor[Row]):
@@ -358,6 +589,10 @@ class PooledCursor(PooledCursorMixin, psycopg.Cursor[Row]):
 
 class PooledClientCursor(PooledCursorMixin, psycopg.ClientCursor[Row]):
     """psycopg's client-side binding cursor, with the pool's hooks."""
+
+
+class PooledRawCursor(PooledCursorMixin, psycopg.RawCursor[Row]):
+    """psycopg's raw-query cursor (``$1`` placeholders), with the pool's hooks."""
 
 
 class PooledServerCursor(PooledCursorMixin, psycopg.ServerCursor[Row]):

@@ -6,8 +6,10 @@ password, so they are rewritten here before anyone sees them.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
+from functools import cache
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -18,7 +20,7 @@ __all__ = ["describe_conninfo", "parse_conninfo", "redact"]
 
 #: Connection parameters that may be shown in logs and errors.
 _SHOWN = ("host", "hostaddr", "port", "dbname", "user", "sslmode", "application_name")
-_OPTION_NAME = re.compile(r'invalid (?:connection option|URI query parameter):? ?"([a-z_]+)"')
+_OPTION_NAME = re.compile(r'invalid (?:connection option|URI query parameter):? ?"([^"]*)"')
 
 
 def parse_conninfo(conninfo: str) -> dict[str, object]:
@@ -35,7 +37,7 @@ def parse_conninfo(conninfo: str) -> dict[str, object]:
             "conninfo: a %-escape in the URL does not decode to UTF-8 text"
             " (the connection string is not shown: it may hold a password)"
         ) from None
-    _check_values(params)
+    _check_values(params, conninfo)
     return params
 
 
@@ -45,12 +47,27 @@ _NOT_SHOWN = "(the value is not shown: it may hold a password)"
 _SWALLOWED = re.compile(r"[a-z_]+=")
 
 
-def _check_values(params: Mapping[str, object]) -> None:
+_URL_SCHEMES = ("postgresql://", "postgres://")
+# Parts of a URL that an unescaped '@', '/' in the user information spills into.
+_SPILLED_INTO = ("host", "hostaddr", "port", "dbname", "user")
+
+
+def _check_values(params: Mapping[str, object], conninfo: str = "") -> None:
     """Reject now the values libpq would reject at connect time.
 
     libpq quotes the bad value in its message, and ``port= password=x`` parses as a
-    port of ``password=x``: its message would show the password.
+    port of ``password=x``: its message would show the password. In a URL, an '@' or a
+    '/' in the password ends it early, and the rest becomes the host or the database
+    name, which errors and ``repr()`` show.
     """
+    if conninfo.lstrip().startswith(_URL_SCHEMES):
+        for name in _SPILLED_INTO:
+            if "@" in str(params.get(name) or ""):
+                raise SettingsError(
+                    "conninfo: the URL's user name or password holds a character that ends"
+                    " it early; percent-encode '@' as %40, '/' as %2F, ':' in the user name"
+                    f" as %3A {_NOT_SHOWN}"
+                )
     for name, value in params.items():
         if name != "password" and isinstance(value, str) and _SWALLOWED.match(value):
             raise SettingsError(
@@ -77,9 +94,22 @@ def redact(message: str) -> str:
     message = " ".join(message.split())
     option = _OPTION_NAME.search(message)
     if option:
-        return f"invalid connection option {option.group(1)!r}"
+        # The unknown name may be the second half of a password with a space in it:
+        # only a known parameter it resembles is named.
+        close = difflib.get_close_matches(option.group(1), _keywords(), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (
+            f"a parameter name libpq does not know{hint}; a value with spaces must be"
+            f" quoted, as in password='two words' {_NOT_SHOWN}"
+        )
     redacted = re.sub(r'"[^"]*"', '"…"', message)
     return f"{redacted} (the connection string is not shown: it may hold a password)"
+
+
+@cache
+def _keywords() -> tuple[str, ...]:
+    """libpq's connection parameter names."""
+    return tuple(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
 
 
 def describe_conninfo(conninfo: str) -> str:

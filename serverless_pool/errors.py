@@ -15,6 +15,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "SettingsError",
+    "UnsupportedEvent",
 ]
 
 
@@ -45,3 +46,14 @@ class ConnectionFailed(PoolError):
 
 class SettingsError(ValueError):
     """A setting has an unknown name, a wrong type or a value out of range."""
+
+
+class UnsupportedEvent(ValueError):
+    """A Lambda event `make_handler` does not serve.
+
+    Raised before any app or adapter sees the event: not an HTTP request from a
+    supported source (an SQS batch, a WebSocket message, an authorizer call, ``None``,
+    a string...), or a malformed one (a body marked base64 that is not). The message
+    names what was received (its kind, or its keys; never its values) and what is
+    supported. Not a database error, hence a `ValueError`.
+    """

@@ -24,6 +24,7 @@ from psycopg.rows import TupleRow
 
 from . import deadline as _deadline
 from . import lifecycle
+from . import reset as _reset
 from . import stats as st
 from .connection import PooledConnection, PooledCursor, PooledServerCursor
 from .conninfo import describe_conninfo, parse_conninfo
@@ -40,6 +41,13 @@ _monotonic = time.monotonic
 _OK: Final = pq.ConnStatus.OK
 _IDLE: Final = pq.TransactionStatus.IDLE
 _RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+_RESET_DONE: Final = _reset.DONE
+_send_reset = _reset.send_reset
+_read_reset = _reset.read_reset
+
+#: Share of the server's idle_session_timeout after which an idle connection is closed
+#: rather than lent.
+SERVER_IDLE_MARGIN: Final = 0.9
 
 Conninfo = str | Callable[[], str]
 Password = str | Callable[[], str]
@@ -53,7 +61,7 @@ class _Entry:
     went cold waiting for the server costs a few hundred ns per borrow to update.
     """
 
-    __slots__ = ("conn", "expires_at", "last_used", "lent", "owner")
+    __slots__ = ("conn", "expires_at", "last_used", "lent", "owner", "resetting")
 
     def __init__(
         self, owner: ServerlessPool, conn: PooledConnection[Any], now: float, lifetime: float
@@ -61,6 +69,8 @@ class _Entry:
         self.owner = owner
         self.conn = conn
         self.lent = False
+        # A DISCARD ALL was sent when the connection came back; its answer is unread.
+        self.resetting = False
         self.last_used = now
         self.renew(now, lifetime)
         conn._sp_entry = self
@@ -135,10 +145,24 @@ class ServerlessPool:
         self._closed = False
         self._stats = st.PoolStats()
         # A connection used this recently needs no ping and cannot be idle too long.
-        self._recent = min(self.settings.ping_after_idle, self.settings.max_idle)
-        self._reset_always = self.settings.reset_on_return == "always"
-        # Borrows served by the fast path: counted apart, as a plain integer.
+        settings = self.settings
+        # The server ends a session idle for idle_session_timeout (set by the pool in
+        # direct mode): a connection idle for nearly that long is closed instead of
+        # lent, so that the server's goodbye never races the borrow's first statement.
+        self._server_idle_limit = (
+            settings.idle_session_timeout * SERVER_IDLE_MARGIN
+            if settings.uses_session_state and settings.idle_session_timeout
+            else float("inf")
+        )
+        self._recent = min(settings.ping_after_idle, settings.max_idle, self._server_idle_limit)
+        # Every return sends DISCARD ALL (direct mode; behind a proxy it would reset
+        # someone else's session, or pin one).
+        self._discards = self.settings.session_reset
+        # The prepared statements psycopg keeps for a session: forgotten at its reset.
+        self._prepares = self.settings.prepare_threshold is not None
+        # Borrows and resets of the fast paths: counted apart, as plain integers.
         self._quick_borrows = 0
+        self._quick_resets = 0
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -159,21 +183,30 @@ class ServerlessPool:
         now = _monotonic()
         with self._lock:
             # The common case, under one lock: the most recently used connection is
-            # young, was used moments ago, and its socket is quiet (one poll() call).
+            # young and was used moments ago; the answer to its reset has arrived (read
+            # without waiting), or, with no reset pending, its socket is quiet (one
+            # poll() call).
             idle = self._idle
             if idle and not self._closed:
-                entry = idle.pop()
+                entry = idle[-1]
                 conn = entry.conn
-                if (
-                    now - entry.last_used < self._recent
-                    and now < entry.expires_at
-                    and not conn._sp_watch.poll(0)  # type: ignore[union-attr]
-                ):
-                    entry.lent = True
-                    self._quick_borrows += 1
-                    conn._sp_fresh = now
-                    return conn
-                idle.append(entry)
+                if now - entry.last_used < self._recent and now < entry.expires_at:
+                    if entry.resetting:
+                        # Not arrived yet, or a failure: the slow path waits, or closes it.
+                        ready = _read_reset(conn.pgconn) == _RESET_DONE
+                        if ready:
+                            entry.resetting = False
+                            ready = not conn._sp_terminated
+                            if conn._notifies_backlog:
+                                conn._notifies_backlog.clear()  # sent before the UNLISTEN
+                    else:
+                        ready = not conn._sp_watch.poll(0)
+                    if ready:
+                        idle.pop()
+                        entry.lent = True
+                        self._quick_borrows += 1
+                        conn._sp_fresh = now
+                        return conn
         return self._acquire_checked(now, timeout)
 
     def _acquire_checked(self, now: float, timeout: float | None) -> PooledConnection[TupleRow]:
@@ -196,6 +229,8 @@ class ServerlessPool:
                     candidate = idle.pop()
                     if now >= candidate.expires_at:
                         reason = st.EXPIRED
+                    elif now - candidate.last_used >= self._server_idle_limit:
+                        reason = st.SERVER_IDLE_TIMEOUT
                     elif (
                         now - candidate.last_used > settings.max_idle
                         and self._size() > settings.min_size
@@ -285,20 +320,44 @@ class ServerlessPool:
                     " (returned twice, or borrowed elsewhere)"
                 )
             entry.lent = False
-            # Nothing to undo (the common case): straight back on the stack. Changes
-            # that need undoing mark the connection unclean as they happen; a broken
-            # connection reports an UNKNOWN transaction status.
+            # Nothing Python-side to undo and no transaction open (the common case):
+            # the reset goes out without waiting, and the connection back on the stack.
+            # Python-side changes mark the connection unclean as they happen, or are
+            # seen by identity here; a broken connection reports an UNKNOWN
+            # transaction status.
+            baseline = conn._sp_baseline  # type: ignore[attr-defined]
+            pgconn = conn.pgconn
             if (
                 not conn._sp_unclean  # type: ignore[attr-defined]
-                and conn.pgconn.transaction_status == _IDLE
+                and pgconn.transaction_status == _IDLE
+                and conn.cursor_factory is baseline.cursor_factory
+                and conn.row_factory is baseline.row_factory
+                and conn.server_cursor_factory is baseline.server_cursor_factory
+                and not conn._notifies_backlog  # type: ignore[attr-defined]
                 and now < entry.expires_at
                 and not self._closed
             ):
-                entry.last_used = now
-                self._idle.append(entry)
-                if self._waiting:
-                    self._cond.notify()
-                return
+                if self._discards:
+                    if self._prepares:
+                        conn._sp_forget_prepared()  # type: ignore[attr-defined]
+                    try:
+                        _send_reset(pgconn)
+                    except psycopg.Error:
+                        pass  # the slow path below closes it
+                    else:
+                        entry.resetting = True
+                        self._quick_resets += 1
+                        entry.last_used = now
+                        self._idle.append(entry)
+                        if self._waiting:
+                            self._cond.notify()
+                        return
+                else:
+                    entry.last_used = now
+                    self._idle.append(entry)
+                    if self._waiting:
+                        self._cond.notify()
+                    return
         reason: str | None
         try:
             reason = self._reset(entry)
@@ -386,13 +445,15 @@ class ServerlessPool:
         """Like `stats()`, and reset the counters."""
         with self._lock:
             counts = self._report(self._stats.pop())
-            self._quick_borrows = 0
+            self._quick_borrows = self._quick_resets = 0
             return counts
 
     def _report(self, counts: dict[str, int]) -> dict[str, int]:
         if self._quick_borrows:
             counts[st.BORROWS] = counts.get(st.BORROWS, 0) + self._quick_borrows
             counts[st.REUSED] = counts.get(st.REUSED, 0) + self._quick_borrows
+        if self._quick_resets:
+            counts[st.RESETS] = counts.get(st.RESETS, 0) + self._quick_resets
         counts.update(self._gauges())
         return counts
 
@@ -430,19 +491,37 @@ class ServerlessPool:
 
     def _check(self, entry: _Entry, now: float) -> bool:
         """Liveness of an idle connection about to be lent; closes it if dead."""
-        pgconn = entry.conn.pgconn
+        conn = entry.conn
+        pgconn = conn.pgconn
+        settings = self.settings
+        if entry.resetting:
+            # The answer to its reset is late (a borrow right after the return), or
+            # says the session ended: the server's goodbye comes after it.
+            entry.resetting = False
+            outcome = _reset.wait_reset(pgconn, settings.ping_timeout)
+            if outcome != _RESET_DONE:
+                if outcome == _reset.LATE:
+                    reason = st.PING_FAILED  # the server stopped answering
+                elif pgconn.status != _OK or conn._sp_terminated:
+                    reason = st.CLOSED_BY_SERVER
+                else:
+                    reason = st.RESET_FAILED
+                self._discard(entry, reason)
+                return False
+            if conn._notifies_backlog:
+                conn._notifies_backlog.clear()
         if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
             self._discard(entry, st.BAD_STATE)
             return False
-        if not entry.conn._sp_socket_quiet():
+        if not conn._sp_socket_quiet():
             # Usually the server's goodbye; a stray notice would pass the ping.
             self._stats.add(st.PINGS)
-            if not ping(pgconn, self.settings.ping_timeout):
+            if not ping(pgconn, settings.ping_timeout) or conn._sp_terminated:
                 self._discard(entry, st.CLOSED_BY_SERVER)
                 return False
-        elif now - entry.last_used >= self.settings.ping_after_idle:
+        elif now - entry.last_used >= settings.ping_after_idle:
             self._stats.add(st.PINGS)
-            if not ping(pgconn, self.settings.ping_timeout):
+            if not ping(pgconn, settings.ping_timeout):
                 self._discard(entry, st.PING_FAILED)
                 return False
         self._stats.add(st.REUSED)
@@ -453,7 +532,7 @@ class ServerlessPool:
         conn = entry.conn
         conn._sp_fresh = 0.0
         pgconn = conn.pgconn
-        if conn.closed or pgconn.status != _OK:
+        if conn.closed or pgconn.status != _OK or not conn._sp_state_is_reusable():
             return st.BAD_STATE
         status = pgconn.transaction_status
         if status != _IDLE:
@@ -464,34 +543,18 @@ class ServerlessPool:
             except psycopg.Error:
                 return st.BAD_STATE
             self._stats.add(st.ROLLBACKS)
-        settings = self.settings
-        mode = settings.reset_on_return
-        if mode == "always" or (mode == "auto" and conn._sp_dirty):
-            try:
-                # DISCARD ALL refuses to run in a transaction block. psycopg's cache of
-                # prepared statements is emptied first: otherwise it would go on using
-                # statements that DISCARD ALL dropped on the server.
-                conn.autocommit = True
-                conn._sp_forget_prepared()
-                conn.execute("DISCARD ALL", prepare=False)
-            except psycopg.Error:
-                return st.RESET_FAILED
-            self._stats.add(st.RESETS)
         try:
-            if conn.autocommit is not settings.autocommit:
-                conn.autocommit = settings.autocommit
-            if conn.isolation_level is not None:
-                conn.isolation_level = None
-            if conn.read_only is not None:
-                conn.read_only = None
-            if conn.deferrable is not None:
-                conn.deferrable = None
+            conn._sp_restore(conn._sp_baseline)
         except psycopg.Error:
             return st.BAD_STATE
-        if conn.prepare_threshold != settings.prepare_threshold:
-            conn.prepare_threshold = settings.prepare_threshold
-        conn._sp_dirty = False
-        conn._sp_unclean = self._reset_always
+        if self._discards:
+            conn._sp_forget_prepared()
+            try:
+                _send_reset(pgconn)
+            except psycopg.Error:
+                return st.RESET_FAILED
+            entry.resetting = True
+            self._stats.add(st.RESETS)
         return None
 
     def _discard(self, entry: _Entry, reason: str | None) -> None:
@@ -587,15 +650,14 @@ class ServerlessPool:
             if secret and secret in str(err):
                 raise psycopg.OperationalError(str(err).replace(secret, "…")) from None
             raise
-        # Set up from the connection arguments: as the pool wants it.
-        conn._sp_unclean = self._reset_always
+        # Set up from the connection arguments: as the pool wants it. What the
+        # configure callback sets up too is the baseline every return restores.
         conn.cursor_factory = PooledCursor
         conn.server_cursor_factory = PooledServerCursor
-        conn._sp_watch_socket()
-        conn._sp_track = settings.reset_on_return == "auto" and settings.uses_session_state
         conn._sp_replace = self._replace_server_connection
         if self._configure is not None:
             self._configure(conn)
+        conn._sp_baseline = conn._sp_setup()
         return conn
 
     def _replace_server_connection(self, conn: PooledConnection[Any], reason: str) -> bool:
@@ -609,6 +671,7 @@ class ServerlessPool:
         with self._lock:
             self._stats.replaced(reason)
             self._stats.add(st.STATEMENT_RETRIES)
+            self._stats.add(st.CONNECTIONS_CLOSED)  # the dead session, closed by _sp_adopt
             entry = conn._sp_entry
         if entry is not None and entry.owner is self:
             entry.renew(time.monotonic(), self.settings.max_lifetime)

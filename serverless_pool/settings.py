@@ -20,12 +20,15 @@ from .errors import SettingsError
 
 __all__ = [
     "ENV_PREFIX",
+    "OTHER_ENV_VARS",
     "PROXY_MODES",
     "RESET_MODES",
     "SCHEMA",
     "PoolSettings",
     "Setting",
+    "check_environment",
     "running_on_lambda",
+    "running_on_managed_instances",
     "show_value",
     "unknown_name_message",
     "workers_per_environment",
@@ -33,16 +36,37 @@ __all__ = [
 
 ENV_PREFIX: Final = "SERVERLESS_POOL_"
 PROXY_MODES: Final = ("direct", "pgbouncer-transaction", "rds-proxy")
-RESET_MODES: Final = ("auto", "always", "never")
+RESET_MODES: Final = ("always", "never")
+#: ``SERVERLESS_POOL_*`` variables that are not settings of the schema, read elsewhere:
+#: the database URL, and the test servers' options (`serverless_pool.testing`).
+OTHER_ENV_VARS: Final = frozenset({"DATABASE_URL", "PG_BINDIR", "PG_USER", "PGBOUNCER"})
 
 ProxyMode = Literal["direct", "pgbouncer-transaction", "rds-proxy"]
-ResetMode = Literal["auto", "always", "never"]
+ResetMode = Literal["always", "never"]
+
+#: The longest duration any setting takes, in seconds: 2**31 - 1 ms, which is both
+#: PostgreSQL's limit for its timeouts and the longest wait poll() takes.
+MAX_SECONDS: Final = (2**31 - 1) / 1000
 
 
 def running_on_lambda(environ: Mapping[str, str] | None = None) -> bool:
     """True inside an AWS Lambda execution environment (or our local emulator)."""
     env = os.environ if environ is None else environ
     return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def running_on_managed_instances(environ: Mapping[str, str] | None = None) -> bool:
+    """True inside a Lambda Managed Instances execution environment.
+
+    ``awslambdaric`` runs in multi-concurrent mode whenever ``AWS_LAMBDA_MAX_CONCURRENCY``
+    is set; Lambda also sets ``AWS_LAMBDA_INITIALIZATION_TYPE`` to
+    ``lambda-managed-instances`` there (as AWS's own runtime interface emulator does).
+    """
+    env = os.environ if environ is None else environ
+    return (
+        "AWS_LAMBDA_MAX_CONCURRENCY" in env
+        or env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"
+    )
 
 
 def workers_per_environment(environ: Mapping[str, str] | None = None) -> int:
@@ -72,7 +96,7 @@ def _parse_bool(value: object) -> bool:
     raise ValueError("expected true or false (1/0, yes/no, on/off)")
 
 
-def _int_at_least(minimum: int) -> Callable[[object], int]:
+def _int_at_least(minimum: int, maximum: int = 100_000) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool):
             raise ValueError("expected a whole number, not a boolean")
@@ -84,6 +108,8 @@ def _int_at_least(minimum: int) -> Callable[[object], int]:
             raise ValueError("expected a whole number")
         if number < minimum:
             raise ValueError(f"must be at least {minimum}")
+        if number > maximum:
+            raise ValueError(f"must be at most {maximum:,}")
         return number
 
     return parse
@@ -106,6 +132,8 @@ def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
             raise ValueError("must be a finite number of seconds")
         if number < 0 or (number == 0 and not allow_zero):
             raise ValueError("must be at least 0" if allow_zero else "must be more than 0")
+        if number > MAX_SECONDS:
+            raise ValueError(f"must be at most {MAX_SECONDS:g} seconds (about 24.8 days)")
         return number
 
     return parse
@@ -118,6 +146,17 @@ def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
         raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}")
 
     return parse
+
+
+def _reset_mode(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        # Guessing from the SQL which borrows changed the session was removed: a SQL
+        # function can change anything.
+        raise ValueError(
+            "'auto' is no longer a mode: the reset is now always sent, at no extra round"
+            " trip; use 'always' (the default in direct mode) or 'never'"
+        )
+    return _choice(RESET_MODES)(value)
 
 
 def _optional_threshold(value: object) -> int | None:
@@ -158,7 +197,8 @@ SCHEMA: Final[tuple[Setting, ...]] = (
         _int_at_least(1),
         _DERIVED,
         "Most connections the pool holds at once. One instance serves one request at a"
-        " time on Lambda, so one connection is enough there.",
+        " time on Lambda (and so does each worker process of a Managed Instances"
+        " environment), so one connection is enough there.",
         "1 on Lambda, else 4",
     ),
     Setting(
@@ -197,9 +237,12 @@ SCHEMA: Final[tuple[Setting, ...]] = (
     Setting(
         "ping_after_idle",
         _seconds(allow_zero=True),
-        5.0,
+        _DERIVED,
         "A connection idle longer than this gets a real round trip before it is handed"
-        " out (it may have been frozen); 0 pings on every borrow.",
+        " out (it may have been frozen); 0 pings on every borrow. Lambda Managed"
+        " Instances are never frozen, so there it only guards against a network path"
+        " that died silently.",
+        "5, or 60 on Lambda Managed Instances",
     ),
     Setting(
         "ping_timeout",
@@ -248,18 +291,20 @@ SCHEMA: Final[tuple[Setting, ...]] = (
     Setting(
         "prepare_threshold",
         _optional_threshold,
-        _DERIVED,
-        "psycopg's `prepare_threshold`: executions before a query is prepared on the"
-        " server; `none` never prepares.",
-        "5 in direct mode, none behind a proxy",
+        None,
+        "psycopg's `prepare_threshold`: executions of a query within one borrow before it"
+        " is prepared on the server; `none` never prepares. The reset on return drops"
+        " prepared statements, so they last one borrow.",
     ),
     Setting(
         "reset_on_return",
-        _choice(RESET_MODES),
-        "auto",
-        "Session reset when a connection comes back: `auto` runs `DISCARD ALL` only"
-        " after a statement that changes session state (SET, temporary tables, advisory"
-        " locks, LISTEN, PREPARE), `always` after every borrow, `never` not at all.",
+        _reset_mode,
+        _DERIVED,
+        "`always`: every returned connection gets `DISCARD ALL` (sent on return, its"
+        " answer read at the next borrow: no extra round trip), so nothing of a"
+        " borrower's session reaches the next; `never` leaves the server session as the"
+        " borrower left it. Python-side connection state is restored either way.",
+        "always in direct mode, never behind a proxy",
     ),
     Setting(
         "retry_backoff",
@@ -324,21 +369,29 @@ class PoolSettings:
         *,
         environ: Mapping[str, str] | None = None,
         source: str = "keyword argument",
+        spell: Callable[[str], str] | None = None,
     ) -> PoolSettings:
         """Validate `values` (e.g. keyword arguments), filling gaps from the environment.
 
         `source` names where `values` came from in error messages, e.g.
-        ``"SERVERLESS_POOL setting"`` for Django.
+        ``"SERVERLESS_POOL setting"`` for Django, and `spell` how a setting's name is
+        written there (Flask: ``SERVERLESS_POOL_MAX_SIZE`` for ``max_size``). An unknown
+        name, in `values` or among the ``SERVERLESS_POOL_*`` environment variables, is an
+        error with a suggestion.
         """
         values = dict(values or {})
         env = os.environ if environ is None else environ
         unknown = sorted(set(values) - set(_BY_NAME))
         if unknown:
             raise SettingsError(unknown_name_message(unknown[0], _BY_NAME, source))
+        check_environment(env)
         resolved: dict[str, Any] = {}
+        origins: dict[str, str] = {}
         for setting in SCHEMA:
             if setting.name in values:
-                resolved[setting.name] = _parse(setting, values[setting.name], source)
+                where = spell(setting.name) if spell else setting.name
+                resolved[setting.name] = _parse(setting, values[setting.name], source, where)
+                origins[setting.name] = f"{source} {where}"
             elif setting.env_var in env:
                 raw = env[setting.env_var]
                 if not raw.strip():
@@ -347,30 +400,46 @@ class PoolSettings:
                         " unset it to use the default or give it a value"
                     )
                 resolved[setting.name] = _parse(setting, raw, "environment variable")
+                origins[setting.name] = f"environment variable {setting.env_var}"
             else:
                 resolved[setting.name] = setting.default
-        return cls._derive(resolved, env)
+                origins[setting.name] = "the default"
+        return cls._derive(resolved, origins, env)
 
     @classmethod
-    def _derive(cls, resolved: dict[str, Any], env: Mapping[str, str]) -> PoolSettings:
+    def _derive(
+        cls, resolved: dict[str, Any], origins: Mapping[str, str], env: Mapping[str, str]
+    ) -> PoolSettings:
         on_lambda = running_on_lambda(env)
+        direct = resolved["proxy_mode"] == "direct"
+        if resolved["ping_after_idle"] is _DERIVED:
+            # Never frozen: the environment's kernel handles every FIN and RST as it
+            # arrives, so the socket check already sees a session the server ended.
+            resolved["ping_after_idle"] = 60.0 if running_on_managed_instances(env) else 5.0
         if resolved["max_size"] is _DERIVED:
             resolved["max_size"] = 1 if on_lambda else 4
         if resolved["idle_session_timeout"] is _DERIVED:
-            direct = resolved["proxy_mode"] == "direct"
             resolved["idle_session_timeout"] = 900.0 if on_lambda and direct else 0.0
-        if resolved["prepare_threshold"] is _DERIVED:
-            resolved["prepare_threshold"] = 5 if resolved["proxy_mode"] == "direct" else None
+        if resolved["reset_on_return"] is _DERIVED:
+            resolved["reset_on_return"] = "always" if direct else "never"
+        elif resolved["reset_on_return"] == "always" and not direct:
+            raise SettingsError(
+                f"reset_on_return='always' ({origins['reset_on_return']}) cannot be used with"
+                f" proxy_mode={resolved['proxy_mode']!r} ({origins['proxy_mode']}): behind a"
+                " proxy DISCARD ALL would reset whichever server session runs it, or pin one."
+                " Leave reset_on_return unset; Python-side state is still restored"
+            )
+
+        def both(low: str, high: str) -> str:
+            return (
+                f"{low} ({resolved[low]}, {origins[low]}) must not exceed"
+                f" {high} ({resolved[high]}, {origins[high]})"
+            )
+
         if resolved["min_size"] > resolved["max_size"]:
-            raise SettingsError(
-                f"min_size ({resolved['min_size']}) must not exceed"
-                f" max_size ({resolved['max_size']})"
-            )
+            raise SettingsError(both("min_size", "max_size"))
         if resolved["retry_backoff"] > resolved["retry_backoff_max"]:
-            raise SettingsError(
-                f"retry_backoff ({resolved['retry_backoff']}) must not exceed"
-                f" retry_backoff_max ({resolved['retry_backoff_max']})"
-            )
+            raise SettingsError(both("retry_backoff", "retry_backoff_max"))
         return cls(**resolved)
 
     def replace(self, **changes: object) -> PoolSettings:
@@ -386,6 +455,55 @@ class PoolSettings:
         """Whether the pool may set session parameters at connect time."""
         return self.proxy_mode == "direct"
 
+    @property
+    def session_reset(self) -> bool:
+        """Whether every returned connection gets ``DISCARD ALL``."""
+        return self.reset_on_return == "always" and self.proxy_mode == "direct"
+
+    def session_state_warnings(self) -> list[str]:
+        """Settings that need session state, which a proxy mode does not keep.
+
+        Behind PgBouncer in transaction mode or RDS Proxy the pool sends nothing that
+        would outlive a transaction, so these are not applied; the check commands say so.
+        """
+        if self.proxy_mode == "direct":
+            return []
+        warnings = [
+            f"{name}={getattr(self, name):g} is not applied with proxy_mode={self.proxy_mode}:"
+            f" session parameters do not survive a transaction behind a proxy; set it on the"
+            f" role instead (ALTER ROLE ... SET {name} = ...)"
+            for name in (
+                "statement_timeout",
+                "idle_in_transaction_session_timeout",
+                "idle_session_timeout",
+            )
+            if getattr(self, name)
+        ]
+        if self.prepare_threshold is not None and self.proxy_mode == "pgbouncer-transaction":
+            warnings.append(
+                f"prepare_threshold={self.prepare_threshold} prepares statements, which a"
+                " transaction-mode PgBouncer before 1.21 (or without max_prepared_statements)"
+                " loses between transactions; set prepare_threshold=none"
+            )
+        return warnings
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a ``SERVERLESS_POOL_*`` environment variable that nothing reads (a typo).
+
+    A misspelt variable would otherwise be ignored in silence, and the setting it meant
+    left at its default.
+    """
+    env = os.environ if environ is None else environ
+    known = {s.env_var for s in SCHEMA} | {ENV_PREFIX + name for name in OTHER_ENV_VARS}
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            raise SettingsError(
+                unknown_name_message(
+                    name, known, "environment variable", quote=False, known_as="variables"
+                )
+            )
+
 
 def _known(name: str) -> Setting:
     try:
@@ -394,11 +512,12 @@ def _known(name: str) -> Setting:
         raise SettingsError(unknown_name_message(name, _BY_NAME, "keyword argument")) from None
 
 
-def _parse(setting: Setting, value: object, source: str) -> Any:
+def _parse(setting: Setting, value: object, source: str, where: str | None = None) -> Any:
     try:
         return setting.parse(value)
     except ValueError as err:
-        where = setting.env_var if source == "environment variable" else setting.name
+        if where is None:
+            where = setting.env_var if source == "environment variable" else setting.name
         raise SettingsError(f"{source} {where}: {err}, got {show_value(value)}") from None
 
 

@@ -49,6 +49,8 @@ CLOSED_BY_SERVER: Final = "closed_by_server"
 PING_FAILED: Final = "ping_failed"
 EXPIRED: Final = "expired"
 IDLE_TOO_LONG: Final = "idle_too_long"
+#: idle for nearly the idle_session_timeout the pool gave the server: closed first
+SERVER_IDLE_TIMEOUT: Final = "server_idle_timeout"
 BAD_STATE: Final = "bad_state"
 RESET_FAILED: Final = "reset_failed"
 DEAD_ON_FIRST_STATEMENT: Final = "dead_on_first_statement"
@@ -57,6 +59,7 @@ REPLACE_REASONS: Final = (
     PING_FAILED,
     EXPIRED,
     IDLE_TOO_LONG,
+    SERVER_IDLE_TIMEOUT,
     BAD_STATE,
     RESET_FAILED,
     DEAD_ON_FIRST_STATEMENT,

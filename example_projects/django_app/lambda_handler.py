@@ -22,4 +22,9 @@ handler = make_handler(
     metrics=os.environ.get("SHOP_LAMBDA_METRICS", "") == "1",
     # A path prefix (a custom domain's API mapping), if the API has one.
     base_path=os.environ.get("SHOP_BASE_PATH", "/"),
+    # Connect in the init phase, so that the first request does not wait for it.
+    connect_on_init=os.environ.get("SHOP_CONNECT_ON_INIT", "") == "1",
+    # Management commands a direct invocation may run inside the VPC, e.g.
+    # {"serverless-pool-command": ["migrate", "--noinput"]}; none unless listed.
+    commands=[c for c in os.environ.get("SHOP_MANAGEMENT_COMMANDS", "").split(",") if c],
 )

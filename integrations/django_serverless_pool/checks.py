@@ -26,6 +26,8 @@ the same words.
 ``serverless_pool.W005``     the middleware comes after middleware that may query the
                              database
 ``serverless_pool.W006``     ``idle_session_timeout`` is 0 on Lambda (direct mode)
+``serverless_pool.W008``     behind a proxy, a setting that needs session state is not
+                             applied (a server-side timeout, prepared statements)
 ===========================  =====================================================
 
 Database checks (tagged ``database``) connect: they run with ``check --database ALIAS``,
@@ -69,6 +71,7 @@ SHARED_IDS: Final = {
     "pins-session": "serverless_pool.E008",
     "budget-unreadable": "serverless_pool.W002",
     "idle-session-timeout": "serverless_pool.W006",
+    "session-state-behind-proxy": "serverless_pool.W008",
 }
 # Middleware known to leave the database alone: the pool's middleware may come after them.
 _NO_DATABASE: Final = frozenset(

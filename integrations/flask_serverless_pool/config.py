@@ -72,13 +72,9 @@ def read_config(
     if sources["name"] == "default" and default_name:
         values["name"] = default_name[-63:]
         sources["name"] = "app name"
-    try:
-        settings = PoolSettings.load(values, environ=env, source=_SOURCE)
-    except SettingsError as err:
-        if str(err).startswith("environment variable"):
-            raise  # names its variable already
-        # Cross-setting checks (min_size above max_size...) name settings, not keys.
-        raise SettingsError(f"{err} (Flask config keys {ENV_PREFIX}*)") from None
+    settings = PoolSettings.load(
+        values, environ=env, source=_SOURCE, spell=lambda name: ENV_PREFIX + name.upper()
+    )
     return PoolConfig(_conninfo(config, env), settings, sources)
 
 

@@ -1,15 +1,19 @@
 """`make_handler`: a Lambda handler around a WSGI or ASGI app, with the pool's lifecycle.
 
-Per invocation: the deadline from the Lambda context bounds every borrow (and, when
-enabled, statements in transactions); every connection borrowed during the invocation
-is back in its pool before the handler returns; warm-up pings are answered without the
-app; optionally one CloudWatch EMF line. Per instance: optional connections in the init
-phase, ASGI lifespan once, and pools closed on SIGTERM (see `serverless_pool.lifecycle`).
+Per invocation: the event's kind is recognised first (HTTP sources go to the app,
+warm-up pings and allowed management commands are answered without it, anything else
+gets a clear `UnsupportedEvent`); the deadline from the Lambda context bounds every
+borrow (and, when enabled, statements in transactions); every connection borrowed
+during the invocation is back in its pool before the handler returns; optionally one
+CloudWatch EMF line. Per instance: a no-op internal extension registered in the init
+phase so that Lambda sends SIGTERM at shutdown, optional connections in the init phase,
+ASGI lifespan once, and pools closed on SIGTERM (see `serverless_pool.lifecycle`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -21,26 +25,26 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Final, TextIO
 
-import psycopg
-
 from .. import lifecycle
 from ..checks import log_configuration_problems
 from ..deadline import deadline_after
 from ..errors import SettingsError
 from ..settings import running_on_lambda
 from .adapters import TEXT_TYPES, AsgiAdapter, Interface, WsgiAdapter, detect_interface
+from .commands import CommandRunner, command_of
 from .context import LambdaContext
+from .events import classify
+from .extension import register_extension as _register_extension
 from .lifespan import LifespanMode
 from .metrics import counts_between, emf_line
 from .statement_timeout import bound_statements_by_deadline
-from .warmup import DEFAULT_MARKER, is_warmup
+from .warmup import DEFAULT_MARKER, connect_ahead, idle_connections, is_warmup
 
 __all__ = ["LambdaHandler", "make_handler"]
 
 logger = logging.getLogger("serverless_pool")
 
 _INTERFACES: Final = ("auto", "wsgi", "asgi")
-_NO_DEADLINE: Final = 15 * 60.0  # Lambda's longest timeout
 _LIFESPANS: Final = ("auto", "on", "off")
 
 
@@ -48,8 +52,9 @@ class LambdaHandler:
     """The callable `make_handler` returns: ``handler(event, context) -> dict``.
 
     Attributes useful in tests and logs: `interface` (``"wsgi"`` or ``"asgi"``),
-    `invocations` (events handled by this instance, warm-ups included) and
-    `cold_start` (whether the latest invocation was the instance's first).
+    `invocations` (events handled by this instance, warm-ups included), `cold_start`
+    (whether the latest invocation was the instance's first) and `leaked` (connections
+    the latest invocation left borrowed, taken back by the handler).
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class LambdaHandler:
         shutdown_timeout: float = 0.2,
         base_path: str = "/",
         text_content_types: Sequence[str] = TEXT_TYPES,
+        register_extension: bool = True,
+        commands: Sequence[str] | None = None,
     ) -> None:
         if interface not in _INTERFACES:
             raise SettingsError(
@@ -86,6 +93,7 @@ class LambdaHandler:
                 raise SettingsError(f"{name}: expected seconds >= 0, got {value!r}")
         if not isinstance(base_path, str):
             raise SettingsError(f"base_path: expected a path string, got {base_path!r}")
+        self.commands = CommandRunner(commands)
         self.interface = detect_interface(app) if interface == "auto" else interface
         self.adapter: WsgiAdapter | AsgiAdapter
         if self.interface == "asgi":
@@ -104,18 +112,24 @@ class LambdaHandler:
         self.shutdown_timeout = float(shutdown_timeout)
         self.invocations = 0
         self.cold_start = True
+        #: Connections the latest invocation left borrowed (taken back, and logged).
+        self.leaked = 0
         self._started = False
         self._closed = False
+        self.app = app
         # Once per instance: log what the check commands would find in the settings
         # (the integrations' own checks included), where CloudWatch keeps it.
         log_configuration_problems()
         if running_on_lambda():
             _watch_instance_end(self)
+            if register_extension:
+                # Without a registered extension Lambda sends no SIGTERM at all.
+                _register_extension()
         if connect_on_init:
             # Lambda's init phase runs at full CPU and is not billed on most runtimes:
             # the connection (and ASGI startup) is paid for before the first request.
             self._start()
-            _warm_all()
+            connect_ahead()
 
     def __call__(self, event: dict[str, Any], context: LambdaContext) -> Any:
         self.invocations += 1
@@ -124,18 +138,25 @@ class LambdaHandler:
             logger.info("cold start: first invocation of this instance")
         if is_warmup(event, self.warmup_marker):
             return self._warmup()
+        command = command_of(event)
+        if command is None:
+            classify(event)  # UnsupportedEvent before any adapter sees it
+            event = _with_multi_value_headers(event)
         self._start()
         before = {id(pool): pool.stats() for pool in lifecycle.live_pools()} if self.metrics else {}
         leaked = 0
         left = self._time_left(context)
+        bounded = deadline_after(left) if left is not None else contextlib.nullcontext()
         try:
-            with deadline_after(left):
+            with bounded:
+                if command is not None:
+                    return self.commands.run(self.app, command)
                 if self.statement_timeout:
                     with bound_statements_by_deadline():
                         return self.adapter(event, context)
                 return self.adapter(event, context)
         finally:
-            leaked = _reclaim_loans(getattr(context, "aws_request_id", ""))
+            leaked = self.leaked = _reclaim_loans(getattr(context, "aws_request_id", ""))
             if self.metrics:
                 self._emit_metrics(context, before, leaked)
 
@@ -153,19 +174,31 @@ class LambdaHandler:
             self.adapter.start()
             self._started = True
 
-    def _time_left(self, context: LambdaContext) -> float:
+    def _time_left(self, context: LambdaContext) -> float | None:
+        """Seconds the invocation's borrows may take, or None for no invocation deadline.
+
+        At the start of an invocation, a non-positive remaining time is no deadline at
+        all: Lambda Managed Instances report zero (or less) once an invocation's time
+        is up, and local tools that do not set a deadline report the same; taken at its
+        word, it would make every borrow an instant `PoolTimeout`. Borrows are then
+        bounded by ``acquire_timeout`` alone. The margin never takes more than half of
+        what is left, so a short timeout still leaves time to connect.
+        """
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         if remaining is None:  # called by hand without a real context: no deadline
-            return _NO_DEADLINE
-        millis: int = remaining()
-        return max(0.0, millis / 1000.0 - self.deadline_margin)
+            return None
+        millis = remaining()
+        if not isinstance(millis, int | float) or millis <= 0:
+            _note_no_deadline(millis)
+            return None
+        seconds = millis / 1000.0
+        return max(seconds - self.deadline_margin, seconds / 2)
 
     def _warmup(self) -> dict[str, Any]:
-        opened = 0
         if self.warmup_connect:
             self._start()
-            opened = _warm_all()
-        return {"warmup": True, "coldStart": self.cold_start, "idleConnections": opened}
+            connect_ahead()
+        return {"warmup": True, "coldStart": self.cold_start, "idleConnections": idle_connections()}
 
     def _emit_metrics(
         self, context: LambdaContext, before: dict[int, dict[str, int]], leaked: int
@@ -219,6 +252,13 @@ def make_handler(app: Any, **options: Any) -> LambdaHandler:
       once per instance, never per event. ``shutdown_timeout``: bound on shutdown.
     - ``base_path``: a path prefix (API mapping, stage) removed from incoming paths.
     - ``text_content_types``: response content-type prefixes sent as text, not base64.
+    - ``register_extension``: register a no-op internal extension in the init phase so
+      that Lambda sends SIGTERM at shutdown and the pools close (default True).
+    - ``commands``: management commands a direct invocation may run
+      (``{"serverless-pool-command": ["migrate", "--noinput"]}``); none by default.
+
+    Any other event (an SQS batch, a WebSocket message, an authorizer call, ``None``...)
+    raises `serverless_pool.errors.UnsupportedEvent` naming what it is.
     """
     return LambdaHandler(app, **options)
 
@@ -240,21 +280,35 @@ def _reclaim_loans(request_id: str) -> int:
     return leaked
 
 
-def _warm_all() -> int:
-    """Open each live pool's connection; a database that is down is logged, not fatal.
+_no_deadline_noted = False
 
-    Failing here would fail the init phase (or the ping) and Lambda would retry init
-    over and over; the first request will try again and report a real error.
+
+def _note_no_deadline(millis: object) -> None:
+    global _no_deadline_noted
+    if not _no_deadline_noted:
+        _no_deadline_noted = True
+        logger.info(
+            "the runtime reports %r ms left at the start of an invocation: no invocation"
+            " deadline, borrows are bounded by acquire_timeout",
+            millis,
+        )
+
+
+def _with_multi_value_headers(event: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway 1.0 event without ``multiValueHeaders``, given them.
+
+    apig-wsgi answers in the format of the request: without ``multiValueHeaders`` it
+    returns a plain ``headers`` mapping, where every ``Set-Cookie`` but the last is
+    lost. API Gateway always accepts ``multiValueHeaders`` in a 1.0 response; an ALB
+    without multi-value headers does not, so ALB events are left alone.
     """
-    opened = 0
-    for pool in lifecycle.live_pools():
-        if pool.closed:
-            continue
-        try:
-            opened += pool.warm(1)
-        except psycopg.Error as err:
-            logger.warning("pool %r: could not connect ahead of use: %s", pool.name, err)
-    return opened
+    if "multiValueHeaders" in event or "httpMethod" not in event:
+        return event
+    context = event.get("requestContext")
+    if isinstance(context, dict) and "elb" in context:
+        return event
+    headers = event.get("headers") or {}
+    return {**event, "multiValueHeaders": {k: [v] for k, v in headers.items()}}
 
 
 # -- instance end --------------------------------------------------------------------

@@ -9,14 +9,26 @@ from urllib.parse import parse_qs
 
 from flask import Flask, Response, jsonify, request
 
+from serverless_pool import ServerlessPool
+
 BINARY = bytes(range(256))
 
 
-def flask_echo_app() -> Flask:
+def _touch(pool: ServerlessPool | None) -> None:
+    """Borrow a connection and run a statement, as a real view would."""
+    if pool is not None:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+
+
+def flask_echo_app(pool: ServerlessPool | None = None) -> Flask:
     app = Flask("lambda_echo")
+    app.config["calls"] = 0
 
     @app.route("/echo/<path:rest>", methods=["GET", "POST"])
     def echo(rest: str) -> Response:
+        app.config["calls"] += 1
+        _touch(pool)
         response = jsonify(
             method=request.method,
             path=request.path,
@@ -38,11 +50,13 @@ def flask_echo_app() -> Flask:
 
 
 class AsgiEchoApp:
-    """A bare ASGI app (no framework) that counts its lifespan events."""
+    """A bare ASGI app (no framework) that counts its lifespan events and requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: ServerlessPool | None = None) -> None:
         self.startups = 0
         self.shutdowns = 0
+        self.calls = 0
+        self.pool = pool
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -56,6 +70,8 @@ class AsgiEchoApp:
                     self.shutdowns += 1
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        self.calls += 1
+        _touch(self.pool)
         body = b""
         while True:
             message = await receive()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from awslambdaric.lambda_context import LambdaContext
+
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 EVENTS = HERE / "events"
@@ -19,6 +23,35 @@ REPO = HERE.parents[1]
 
 if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass (bounded)."""
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def concurrently(call: Callable[[], T], threads: int, times: int = 1) -> list[T]:
+    """Run `call` `times` times in each of `threads` threads at once; every result."""
+    results: list[T] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(times):
+            result = call()
+            with lock:
+                results.append(result)
+
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(300)
+    return results
 
 
 def load_event(name: str) -> dict[str, Any]:

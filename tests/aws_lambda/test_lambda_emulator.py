@@ -1,33 +1,37 @@
-"""The local Lambda emulator driving real `awslambdaric` processes.
+"""The local Lambda emulator against AWS's contract, driving real `awslambdaric` processes.
 
-Each instance is a real ``python -m awslambdaric`` process talking to our Runtime API;
-the database is the shared test server.
+Each instance is a real ``python -m awslambdaric`` process talking to our Runtime and
+Extensions APIs. The contract comes from AWS's documentation and AWS's own runtime
+interface emulator: who may register what, when init is over, what a freeze stops,
+and what shutdown sends, when.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from lambda_testkit import FUNCTIONS, REPO
+from lambda_testkit import FUNCTIONS, REPO, concurrently, wait_until
 
 from serverless_pool.testing.lambda_emulator import (
     EmulatedFunction,
     HttpFront,
     InitError,
     LambdaInstance,
+    RuntimeApi,
     http_api_event,
 )
 from serverless_pool.testing.postgres import APP_PASSWORD, PostgresServer
 
 MakeInstance = Callable[..., LambdaInstance]
+EXTERNAL = FUNCTIONS / "external_extension.py"
 
 
 @pytest.fixture
@@ -45,25 +49,27 @@ def make_instance() -> Iterator[MakeInstance]:
         instance.close()
 
 
-@pytest.fixture
-def db_env(postgres: PostgresServer, app_name: str) -> dict[str, str]:
-    return {
-        "SERVERLESS_POOL_DATABASE_URL": postgres.url(),
-        "SERVERLESS_POOL_APPLICATION_NAME": app_name,
-    }
+def _api_call(
+    api: RuntimeApi, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    conn = http.client.HTTPConnection(api.address, timeout=5)
+    try:
+        data = None if body is None else json.dumps(body)
+        conn.request(method, path, body=data, headers=headers or {})
+        response = conn.getresponse()
+        payload = response.read()
+        return response.status, dict(response.getheaders()), json.loads(payload or b"null")
+    finally:
+        conn.close()
 
 
 def get(path: str) -> dict[str, Any]:
     return http_api_event("GET", path, [("Host", "localhost")])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    limit = time.monotonic() + timeout
-    while time.monotonic() < limit:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+def _register(api: RuntimeApi, name: str, events: list[str]) -> tuple[int, dict[str, str], Any]:
+    headers = {"Lambda-Extension-Name": name} if name else {}
+    return _api_call(api, "POST", "/2020-01-01/extension/register", {"events": events}, headers)
 
 
 # -- the Runtime API and the instance's life ------------------------------------------
@@ -85,6 +91,7 @@ def test_invocation_carries_the_runtime_headers(make_instance: MakeInstance) -> 
     assert again.ok
     assert not again.cold_start
     assert again.payload["pid"] == body["pid"]
+    assert (result.instance, result.connections_opened) == (instance.name, 0)
 
 
 def test_errors_crashes_and_timeouts(make_instance: MakeInstance) -> None:
@@ -115,51 +122,138 @@ def test_init_error_is_reported(make_instance: MakeInstance) -> None:
         instance.start()
 
 
-def test_freeze_and_thaw(make_instance: MakeInstance) -> None:
+def test_freeze_stops_every_thread_of_the_environment(make_instance: MakeInstance) -> None:
     instance = make_instance()
     first = instance.invoke({})
     instance.freeze()
     assert instance.frozen
-    with open(f"/proc/{instance.pid}/stat") as stat:
-        assert stat.read().split(")")[1].split()[0] == "T"  # stopped
+    # SIGSTOP: the kernel shows every thread of the process stopped, none runnable.
+    tasks = list(Path(f"/proc/{instance.pid}/task").iterdir())
+    assert len(tasks) >= 2  # awslambdaric polls for the next event on a thread
+    states = {(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks}
+    assert states <= {"T", "t"}, states
     second = instance.invoke({})
     assert second.ok
     assert not instance.frozen
     assert second.payload["pid"] == first.payload["pid"]
 
 
-def test_shutdown_sends_sigterm_then_sigkill(make_instance: MakeInstance) -> None:
-    polite = make_instance()
+def test_function_output_is_passed_through(make_instance: MakeInstance) -> None:
+    lines: list[tuple[str, str]] = []
+    instance = make_instance(on_output=lambda name, line: lines.append((name, line)))
+    assert instance.invoke({"print": "hello from the function"}).ok
+    assert wait_until(lambda: (instance.name, "hello from the function\n") in lines)
+    assert "hello from the function" in instance.output()
+
+
+# -- the Extensions API ------------------------------------------------------------------
+
+
+def test_extension_registration_follows_the_contract() -> None:
+    api = RuntimeApi(function_name="fn", handler="app.handler", external_names=["ext-a"]).start()
+    try:
+        status, _h, body = _register(api, "", [])
+        assert (status, body["errorType"]) == (403, "Extension.InvalidExtensionName")
+        status, _h, body = _register(api, "mine", ["SHUTDOWN"])
+        assert (status, body["errorType"]) == (403, "Extension.InvalidEventType")
+        assert "ShutdownEventNotSupportedForInternalExtension" in body["errorMessage"]
+        status, _h, body = _register(api, "mine", ["FLUSH"])
+        assert (status, body["errorType"]) == (403, "Extension.InvalidEventType")
+        status, headers, body = _register(api, "ext-a", ["INVOKE", "SHUTDOWN"])
+        assert status == 200
+        assert body == {
+            "functionName": "fn",
+            "functionVersion": "$LATEST",
+            "handler": "app.handler",
+        }
+        assert headers["Lambda-Extension-Identifier"]
+        status, headers, _ = _register(api, "mine", [])
+        assert status == 200
+        assert [(e.name, e.kind) for e in api.extensions] == [
+            ("ext-a", "external"),
+            ("mine", "internal"),
+        ]
+        status, _h, body = _register(api, "mine", [])
+        assert (status, body["errorType"]) == (403, "Extension.InvalidExtensionState")
+        for n in range(8):
+            assert _register(api, f"x{n}", [])[0] == 200
+        status, _h, body = _register(api, "eleventh", [])
+        assert (status, body["errorType"]) == (403, "Extension.TooManyExtensions")
+        status, _h, body = _api_call(api, "GET", "/2020-01-01/extension/event/next")
+        assert (status, body["errorType"]) == (403, "Extension.MissingExtensionIdentifier")
+        status, _h, body = _api_call(
+            api,
+            "GET",
+            "/2020-01-01/extension/event/next",
+            headers={"Lambda-Extension-Identifier": "no-such-id"},
+        )
+        assert (status, body["errorType"]) == (403, "Extension.UnknownExtensionIdentifier")
+        api.close_registration()  # what the runtime's first `next` does
+        status, _h, body = _register(api, "late", [])
+        assert (status, body["errorType"]) == (403, "Extension.RegistrationClosed")
+    finally:
+        api.stop()
+
+
+def test_init_waits_for_every_registered_extension(make_instance: MakeInstance) -> None:
+    instance = make_instance(env={"PLAIN_FUNCTION_EXTENSION": "1"})
+    instance.start()
+    (extension,) = instance.extensions
+    assert (extension.name, extension.kind, extension.events) == ("serverless-pool", "internal", ())
+    assert extension.ready  # it called next: init could end
+
+
+def test_without_an_extension_there_is_no_sigterm(make_instance: MakeInstance) -> None:
+    instance = make_instance()
+    instance.invoke({})
+    instance.freeze()
+    ended = instance.shutdown()
+    assert not ended.sigterm
+    assert "SIGTERM" not in instance.output()
+
+
+def test_internal_extension_gets_sigterm_within_half_a_second(make_instance: MakeInstance) -> None:
+    polite = make_instance(env={"PLAIN_FUNCTION_EXTENSION": "1"})
     polite.invoke({})
     polite.freeze()
-    ended = polite.shutdown(grace=2)
-    assert ended.graceful  # Python's default SIGTERM disposition ends the process
+    ended = polite.shutdown()
+    assert (ended.sigterm, ended.graceful, ended.budget) == (True, True, 0.5)
+    assert "SIGTERM received" in polite.output()
 
-    stubborn = make_instance(env={"PLAIN_FUNCTION_IGNORE_SIGTERM": "1"})
+    stubborn = make_instance(
+        env={"PLAIN_FUNCTION_EXTENSION": "1", "PLAIN_FUNCTION_IGNORE_SIGTERM": "1"}
+    )
     stubborn.invoke({})
     stubborn.freeze()
-    killed = stubborn.shutdown(grace=0.3)
-    assert not killed.graceful
-    assert killed.returncode == -signal.SIGKILL
+    pid = stubborn.pid
+    killed = stubborn.shutdown()
+    assert (killed.sigterm, killed.graceful) == (True, False)
+    assert pid is not None
+    # Killed: gone for the outside world, stopped until the emulator reaps it.
+    assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_external_extension_gets_invoke_and_shutdown_events(make_instance: MakeInstance) -> None:
+    instance = make_instance(env={"PLAIN_FUNCTION_EXTENSION": "1"}, extensions=[EXTERNAL])
+    assert instance.invoke({}).ok
+    kinds = sorted((e.name, e.kind) for e in instance.extensions)
+    assert kinds == [("external_extension.py", "external"), ("serverless-pool", "internal")]
+    instance.freeze()
+    ended = instance.shutdown()
+    # Runtime first (0.5 s: an internal extension is registered too), then the
+    # extensions, within the 2 s phase.
+    assert (ended.sigterm, ended.graceful, ended.budget) == (True, True, 0.5)
+    output = instance.output()
+    assert "external_extension.py: INVOKE" in output
+    assert "external_extension.py: SHUTDOWN spindown" in output
+    assert output.index("SIGTERM received") < output.index("SHUTDOWN spindown")
 
 
 def test_several_instances_at_once() -> None:
     with EmulatedFunction(
         "plain_function.handler", max_instances=3, cwd=FUNCTIONS, timeout=10
     ) as function:
-        results: list[Any] = []
-        lock = threading.Lock()
-
-        def invoke() -> None:
-            result = function.invoke({"sleep": 0.3})
-            with lock:
-                results.append(result)
-
-        threads = [threading.Thread(target=invoke) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        results = concurrently(lambda: function.invoke({"sleep": 0.3}), 6)
         assert len(results) == 6
         assert all(r.ok for r in results)
         pids = {r.payload["pid"] for r in results}
@@ -215,40 +309,6 @@ def test_timeout_in_a_query_leaves_no_transaction_open(
     )
 
 
-def test_sigterm_closes_the_pool(
-    make_instance: MakeInstance, db_env: dict[str, str], postgres: PostgresServer, app_name: str
-) -> None:
-    instance = make_instance("flask_function.handler", env=db_env)
-    assert instance.invoke(get("/pid")).ok
-    assert len(postgres.backends(application_name=app_name)) == 1
-    instance.freeze()
-    started = time.monotonic()
-    ended = instance.shutdown(grace=3)  # Lambda allows 0.3 s; measured, not asserted
-    assert ended.graceful, instance.output()[-2000:]
-    assert ended.returncode == -signal.SIGTERM
-    assert postgres.wait_for_backends(0, application_name=app_name) == []
-    print(f"SIGTERM to process exit: {ended.seconds * 1000:.1f} ms;"
-          f" to session gone: {(time.monotonic() - started) * 1000:.1f} ms")  # fmt: skip
-
-
-def test_snapstart_snapshot_holds_no_connection(
-    make_instance: MakeInstance, db_env: dict[str, str], postgres: PostgresServer, app_name: str
-) -> None:
-    instance = make_instance(
-        "flask_function.handler", env={**db_env, "CONNECT_ON_INIT": "1"}, snapstart=True
-    )
-    instance.start()
-    assert instance.snapshotted
-    # Init connected, then the before-snapshot hook closed it: a snapshot restored many
-    # times must not carry one server session into every copy.
-    assert postgres.wait_for_backends(0, application_name=app_name) == []
-    result = instance.invoke(get("/pid"))
-    assert result.ok, result.payload
-    stats = json.loads(result.payload["body"])["stats"]
-    assert stats["connections_opened"] == 2  # at init, then lazily after the restore
-    assert len(postgres.backends(application_name=app_name)) == 1
-
-
 # -- the HTTP front and the command line ----------------------------------------------
 
 
@@ -266,28 +326,60 @@ def test_http_front_answers_curl(db_env: dict[str, str]) -> None:
     assert isinstance(json.loads(body)["pid"], int)
 
 
-def test_command_line_serves_and_shuts_down(db_env: dict[str, str]) -> None:
+def test_command_line_prints_each_invocation_and_the_output(db_env: dict[str, str]) -> None:
     from serverless_pool.testing.postgres import free_port
 
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "serverless_pool.testing.lambda_emulator",
-         "plain_function.handler", "--port", str(port), "--cwd", str(FUNCTIONS),
-         "--env", f"SERVERLESS_POOL_DATABASE_URL={db_env['SERVERLESS_POOL_DATABASE_URL']}"],
+         "flask_function.handler", "--port", str(port), "--cwd", str(FUNCTIONS),
+         *[f"--env={k}={v}" for k, v in db_env.items()]],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
         assert f"127.0.0.1:{port}" in banner
+        for _ in range(2):
+            subprocess.run(
+                ["curl", "-sS", f"http://127.0.0.1:{port}/pid"],
+                capture_output=True, text=True, check=True, timeout=60,
+            )  # fmt: skip
         out = subprocess.run(
-            ["curl", "-sS", f"http://127.0.0.1:{port}/hello?x=1"],
+            ["curl", "-sS", f"http://127.0.0.1:{port}/no-such-page"],
             capture_output=True, text=True, check=True, timeout=60,
         )  # fmt: skip
-        event = json.loads(out.stdout)["event"]
-        assert (event["rawPath"], event["rawQueryString"]) == ("/hello", "x=1")
+        assert "Not Found" in out.stdout
+        failed = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/boom"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        assert failed.stdout == "500"
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
     assert process.returncode == 0
+    lines = rest.splitlines()
+    invocations = [line for line in lines if " ms connections opened: " in line]
+    assert len(invocations) == 4, rest
+    first, second, third, fourth = (line.split() for line in invocations)
+    assert first[1:3] == ["cold", "ok"] and first[-1] == "1"  # noqa: PT018
+    assert second[1:3] == ["warm", "ok"] and second[-1] == "0"  # noqa: PT018
+    assert third[1:3] == ["warm", "ok"]  # a 404 is a response, not a failed invocation
+    assert fourth[1:3] == ["warm", "ok"]  # and so is Flask's 500
+    # The function's own output comes through, prefixed by the instance: its EMF lines,
+    # and the traceback Flask logs for the 500.
+    assert any(line.startswith("[i") and '"_aws"' in line for line in lines), rest
+    assert any(line.startswith("[i") and "RuntimeError: boom on purpose" in line for line in lines)
     assert APP_PASSWORD not in banner + rest
+
+
+def test_an_extension_registered_after_init_is_refused_with_advice(
+    make_instance: MakeInstance,
+) -> None:
+    instance = make_instance()
+    late = instance.invoke({"register_extension": True})
+    assert late.payload == {"registered": False}
+    assert instance.extensions == []
+    assert wait_until(lambda: "registration was closed" in instance.output())
+    assert "call make_handler() at import time" in instance.output()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from lambda_testkit import FUNCTIONS, REPO, decode_response, load_event, retarget
 
-from serverless_pool.testing.lambda_emulator import EmulatedFunction, HttpFront
+from serverless_pool.testing.lambda_emulator import EmulatedFunction, HttpFront, LambdaInstance
 from serverless_pool.testing.postgres import APP_PASSWORD, APP_USER, PostgresServer
 
 EXAMPLES = REPO / "example_projects"
@@ -163,3 +163,26 @@ def test_sam_templates_pass_cfn_lint(tmp_path: Path) -> None:
     assert (property_line + 1, "E3012") in found, report
     for template in templates:
         assert str(template) not in report, report
+
+
+@pytest.mark.parametrize("connect_on_init", [False, True])
+def test_connect_on_init_opens_django_s_pool_in_the_init_phase(
+    django_env: dict[str, str], postgres: PostgresServer, connect_on_init: bool
+) -> None:
+    """Django builds its pool per alias at the first query; with connect_on_init the
+    handler builds and connects it during init, so the first request finds it open."""
+    app_name = f"lambda-django-init-{int(connect_on_init)}"
+    env = {
+        **django_env,
+        "SERVERLESS_POOL_APPLICATION_NAME": app_name,
+        "SHOP_CONNECT_ON_INIT": "1" if connect_on_init else "",
+    }
+    with LambdaInstance("lambda_handler.handler", cwd=EXAMPLES / "django_app", env=env) as one:
+        one.start()
+        after_init = postgres.backends(application_name=app_name)
+        assert len(after_init) == (1 if connect_on_init else 0)
+        first = one.invoke(retarget(load_event("http_api_v2"), "GET", "/health"))
+        assert first.ok, first.payload
+        assert first.cold_start
+        assert first.connections_opened == (0 if connect_on_init else 1)
+        assert len(postgres.backends(application_name=app_name)) == 1

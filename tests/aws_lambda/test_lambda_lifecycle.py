@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -176,8 +177,6 @@ def test_statement_timeout_follows_the_deadline_in_transactions(
         assert body["canceled"] is True
         assert body["inside"] != ["0"]
         assert body["took"] < 25
-        # SET LOCAL is not session state: no DISCARD ALL on return.
-        assert pool.stats().get("resets", 0) == 0
     else:
         assert body == {"canceled": False, "inside": ["0"], "outside": ["0"]}
 
@@ -269,3 +268,129 @@ def test_connect_on_init_survives_a_database_that_is_down(
         pool.close()
     assert "could not connect ahead of use" in caplog.text
     assert "hunter2-secret" not in caplog.text
+
+
+class _Context:
+    """A context whose runtime reports `millis` left (Managed Instances report zero or
+    less once an invocation's time is up; some local tools report no deadline at all)."""
+
+    aws_request_id = "req"
+    function_name = "fn"
+
+    def __init__(self, millis: int) -> None:
+        self.millis = millis
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.millis
+
+
+def _borrow_while_another_holds(pool: ServerlessPool, hold: float) -> Flask:
+    """An app whose request needs the pool's only connection, held `hold` s by a thread."""
+    app = Flask("held")
+
+    @app.route("/")
+    def index() -> Any:
+        held = pool.acquire()
+        threading.Timer(hold, pool.release, args=(held,)).start()
+        started = time.monotonic()
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        return jsonify(waited=time.monotonic() - started)
+
+    return app
+
+
+@pytest.mark.parametrize("millis", [0, -250])
+def test_a_non_positive_remaining_time_is_no_deadline(make_pool: MakePool, millis: int) -> None:
+    pool = make_pool(max_size=1, acquire_timeout=10)
+    handler = make_handler(_borrow_while_another_holds(pool, 0.2))
+    status, _headers, body = decode_response(handler(v2_event("/"), _Context(millis)))
+    # Taken at its word, the deadline would make the borrow an instant PoolTimeout.
+    assert status == 200, body
+    assert json.loads(body)["waited"] > 0
+    assert pool.stats().get("timeouts", 0) == 0
+
+
+def test_the_margin_never_takes_all_of_a_short_deadline(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1, acquire_timeout=10)
+    handler = make_handler(_borrow_while_another_holds(pool, 0.1), deadline_margin=0.5)
+    # 0.4 s left and a 0.5 s margin: half of what is left (0.2 s) is still usable.
+    status, _headers, body = decode_response(handler(v2_event("/"), make_context(400)))
+    assert status == 200, body
+    assert pool.stats().get("timeouts", 0) == 0
+
+
+def test_warmup_reports_the_idle_connections_of_the_pools(make_pool: MakePool) -> None:
+    pool = make_pool()
+    handler = make_handler(Flask("idle"))
+    with pool.connection():
+        pass
+    answer = handler({"serverless-pool-warmup": True}, make_context())
+    assert answer["idleConnections"] >= 1  # this pool's idle connection counts
+    assert pool.stats()["pool_available"] == 1
+
+
+def test_base_path_is_removed_from_the_path() -> None:
+    from lambda_apps import AsgiEchoApp, flask_echo_app
+
+    for app in (flask_echo_app(), AsgiEchoApp()):
+        handler = make_handler(app, base_path="/api")
+        try:
+            response = handler(load_event("api_gateway_rest_base_path"), make_context())
+        finally:
+            handler.close()
+        status, _headers, body = decode_response(response)
+        assert status == 200
+        echoed = json.loads(body)
+        assert echoed["path"] == "/echo/a b"
+        if handler.interface == "wsgi":
+            assert echoed["prefix"] == "/api"  # Flask builds its URLs under the prefix
+
+
+def test_interface_is_detected_or_chosen() -> None:
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from lambda_apps import AsgiEchoApp, flask_echo_app
+
+    from serverless_pool.aws_lambda.adapters import detect_interface
+
+    assert detect_interface(flask_echo_app()) == "wsgi"
+    assert detect_interface(AsgiEchoApp()) == "asgi"
+    # Django's handlers, as get_asgi_application()/get_wsgi_application() return them,
+    # built without settings: detection looks at the class only.
+    assert detect_interface(object.__new__(ASGIHandler)) == "asgi"
+    assert detect_interface(object.__new__(WSGIHandler)) == "wsgi"
+    assert make_handler(AsgiEchoApp(), interface="asgi").interface == "asgi"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"interface": "rsgi"}, "interface"),
+        ({"lifespan": "sometimes"}, "lifespan"),
+        ({"deadline_margin": -1}, "deadline_margin"),
+        ({"shutdown_timeout": "soon"}, "shutdown_timeout"),
+        ({"commands": True}, "commands"),
+        ({"commands": "migrate"}, "commands"),
+        ({"commands": ["--all"]}, "commands"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict[str, Any], named: str) -> None:
+    from lambda_apps import flask_echo_app
+
+    from serverless_pool import SettingsError
+
+    with pytest.raises(SettingsError, match=named):
+        make_handler(flask_echo_app(), **options)
+
+
+def test_not_an_app_is_refused() -> None:
+    with pytest.raises(TypeError, match="WSGI or ASGI"):
+        make_handler(42)
+
+
+def test_no_extension_is_registered_outside_lambda() -> None:
+    from serverless_pool.aws_lambda.extension import register_extension, registered
+
+    assert register_extension(environ={}) is False
+    assert not registered()

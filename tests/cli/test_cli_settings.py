@@ -51,7 +51,9 @@ def test_defaults_that_depend_on_lambda_follow_the_environment() -> None:
 def test_an_invalid_combination_is_bad_input() -> None:
     result = run_cli("settings", "--max-size", "2", "--min-size", "3")
     assert result.code == 2
-    assert "min_size (3) must not exceed max_size (2)" in result.err
+    assert "min_size (3, option --min-size) must not exceed max_size (2, option --max-size)" in (
+        result.err
+    )
 
 
 def test_a_value_of_the_wrong_type_names_the_option() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from serverless_pool import ServerlessPool
-from serverless_pool.errors import ConnectionFailed, SettingsError
+from serverless_pool.errors import ConnectionFailed, PoolTimeout, SettingsError
 from serverless_pool.testing.postgres import PostgresServer, free_port
 
 SECRET = "Sup3r-s3cret-pw"
@@ -23,8 +23,8 @@ SECRET = "Sup3r-s3cret-pw"
 @pytest.mark.parametrize(
     ("conninfo", "expected"),
     [
-        (f"host=127.0.0.1 password={SECRET} bogus=1", "invalid connection option 'bogus'"),
-        (f"postgresql://app:{SECRET}@127.0.0.1/app?bogus=1", "invalid connection option 'bogus'"),
+        (f"host=127.0.0.1 password={SECRET} bogus=1", "a parameter name libpq does not know"),
+        (f"postgresql://app:{SECRET}@127.0.0.1/app?bogus=1", "a parameter name libpq does not"),
         (f"host='unterminated password={SECRET}", "unterminated quoted string"),
         (f"postgresql://app:{SECRET}@127.0.0.1:notaport/app", "port must be a number"),
         (f"host=127.0.0.1 port=70000 password={SECRET}", "port must be a number"),
@@ -46,6 +46,7 @@ def test_an_invalid_conninfo_is_refused_at_once_without_showing_it(
     assert message.startswith("conninfo: ")
     assert expected in message
     assert SECRET not in message
+    assert "bogus" not in message
     assert caught.value.__cause__ is None
 
 
@@ -79,9 +80,47 @@ def test_an_invalid_conninfo_from_a_callable_is_refused_at_the_first_borrow() ->
         ({"ping_timeout": "1s"}, {}, "ping_timeout: expected a number of seconds, got '1s'"),
         ({"autocommit": "maybe"}, {}, "autocommit: expected true or false"),
         ({"proxy_mode": "pgbouncer"}, {}, "proxy_mode: expected one of 'direct'"),
-        ({"reset_on_return": 1}, {}, "reset_on_return: expected one of 'auto'"),
+        ({"reset_on_return": 1}, {}, "reset_on_return: expected one of 'always', 'never'"),
+        ({"reset_on_return": "auto"}, {}, "'auto' is no longer a mode"),
         ({"application_name": ""}, {}, "application_name: expected a non-empty text"),
-        ({"min_size": 5, "max_size": 2}, {}, "min_size (5) must not exceed max_size (2)"),
+        (
+            {"min_size": 5, "max_size": 2},
+            {},
+            "min_size (5, keyword argument min_size) must not exceed"
+            " max_size (2, keyword argument max_size)",
+        ),
+        (
+            {"min_size": 5},
+            {"SERVERLESS_POOL_MAX_SIZE": "2"},
+            "min_size (5, keyword argument min_size) must not exceed"
+            " max_size (2, environment variable SERVERLESS_POOL_MAX_SIZE)",
+        ),
+        (
+            {},
+            {"SERVERLESS_POOL_RETRY_BACKOFF": "3"},
+            "retry_backoff (3.0, environment variable SERVERLESS_POOL_RETRY_BACKOFF) must not"
+            " exceed retry_backoff_max (1.0, the default)",
+        ),
+        (
+            {"proxy_mode": "rds-proxy"},
+            {"SERVERLESS_POOL_RESET_ON_RETURN": "always"},
+            "reset_on_return='always' (environment variable SERVERLESS_POOL_RESET_ON_RETURN)"
+            " cannot be used with proxy_mode='rds-proxy' (keyword argument proxy_mode)",
+        ),
+        # Values the schema accepts must work at run time: bounded to what poll() and
+        # PostgreSQL's timeouts take (2**31 - 1 ms).
+        ({"acquire_timeout": 1e20}, {}, "acquire_timeout: must be at most 2.14748e+06 seconds"),
+        ({"ping_timeout": 1e20}, {}, "ping_timeout: must be at most 2.14748e+06 seconds"),
+        ({"statement_timeout": 2147484}, {}, "statement_timeout: must be at most"),
+        ({"idle_session_timeout": 10**9}, {}, "idle_session_timeout: must be at most"),
+        ({"max_size": 10**9}, {}, "keyword argument max_size: must be at most 100,000"),
+        # A misspelt variable would leave the setting it meant at its default, silently.
+        (
+            {},
+            {"SERVERLESS_POOL_MAX_SISE": "2"},
+            "unknown environment variable SERVERLESS_POOL_MAX_SISE;"
+            " did you mean SERVERLESS_POOL_MAX_SIZE?",
+        ),
         ({}, {"SERVERLESS_POOL_MAX_SIZE": ""}, "SERVERLESS_POOL_MAX_SIZE is empty"),
         ({}, {"SERVERLESS_POOL_MAX_SIZE": "  "}, "SERVERLESS_POOL_MAX_SIZE is empty"),
         ({}, {"SERVERLESS_POOL_MAX_SIZE": "-3"}, "environment variable SERVERLESS_POOL_MAX_SIZE"),
@@ -95,6 +134,34 @@ def test_a_bad_setting_is_refused_naming_it(
     with pytest.raises(SettingsError) as caught:
         ServerlessPool("host=127.0.0.1", environ=environ, **overrides)
     assert expected in str(caught.value)
+
+
+def test_the_largest_values_the_schema_accepts_work_at_run_time(
+    postgres: PostgresServer,
+) -> None:
+    from serverless_pool.settings import MAX_SECONDS
+
+    largest = {
+        name: MAX_SECONDS
+        for name in (
+            "acquire_timeout",
+            "ping_timeout",
+            "max_idle",
+            "max_lifetime",
+            "ping_after_idle",
+            "statement_timeout",
+            "idle_session_timeout",
+            "idle_in_transaction_session_timeout",
+        )
+    }
+    with ServerlessPool(postgres.conninfo(), max_size=1, environ={}, **largest) as pool:
+        with pool.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("2147483647ms",)
+        with pool.connection() as held:
+            # A waiting borrow with the largest wait must wait, not overflow.
+            with pytest.raises(PoolTimeout):
+                pool.acquire(timeout=0.05)
+            assert held.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_no_conninfo_and_an_empty_environment_variable_say_where_to_put_one() -> None:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from serverless_pool import ConnectionFailed, ServerlessPool
-from serverless_pool.connection import RECHECK_AFTER
+from serverless_pool.connection import RETRY_WINDOW
 from serverless_pool.testing.postgres import PostgresServer
 
 
@@ -34,7 +34,9 @@ def test_a_thousand_borrows_each_after_the_server_ended_the_backend(
                 failures += 1
     assert failures == 0
     stats = pool.stats()
-    assert stats["replaced_closed_by_server"] == 999
+    # Found at the borrow, or (the goodbye arriving just after it) at the first statement.
+    replaced = stats.get("replaced_closed_by_server", 0)
+    assert replaced + stats.get("replaced_dead_on_first_statement", 0) == 999
     assert stats["connections_opened"] == 1000
 
 
@@ -46,7 +48,7 @@ def test_backend_ended_between_borrow_and_first_statement_is_replaced_transparen
     with postgres.superuser_connection() as admin, pool.connection() as conn:
         old_pid = conn.info.backend_pid
         postgres.terminate_backends(pids=[old_pid], admin=admin)
-        time.sleep(RECHECK_AFTER * 2)  # the app did other work before its first query
+        time.sleep(0.05)  # the app did other work before its first query
         assert conn.execute("SELECT pg_backend_pid()").fetchone() != (old_pid,)
         assert conn.execute("SELECT 1").fetchone() == (1,)
     stats = pool.stats()
@@ -62,7 +64,7 @@ def test_first_statement_inside_transaction_block_gets_a_live_session(
         conn.commit()
     with postgres.superuser_connection() as admin, pool.connection() as conn:
         postgres.terminate_backends(pids=[conn.info.backend_pid], admin=admin)
-        time.sleep(RECHECK_AFTER * 2)
+        time.sleep(0.05)
         with conn.transaction():
             conn.execute("CREATE TEMP TABLE t (x int)")
             conn.execute("INSERT INTO t VALUES (1)")
@@ -88,6 +90,7 @@ def test_a_statement_that_was_sent_is_never_retried(
                         "SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)
                     ).fetchone()
                     if row and row[0] == "active":
+                        time.sleep(RETRY_WINDOW * 3)  # running for a while, then stopped
                         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
                         return
                     time.sleep(0.01)

@@ -10,8 +10,15 @@ import pytest
 from psycopg import pq
 from psycopg.rows import dict_row
 
-from serverless_pool import ServerlessPool
+from serverless_pool import PooledConnection, ServerlessPool
+from serverless_pool.connection import PooledCursorMixin
 from serverless_pool.testing.postgres import PostgresServer
+
+
+def _notify(postgres: PostgresServer, channel: str, payload: str) -> None:
+    """NOTIFY in the app's database (notifications do not cross databases)."""
+    with psycopg.connect(postgres.conninfo(), autocommit=True) as other:
+        other.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
 def _states(postgres: PostgresServer, app_name: str) -> list[str | None]:
@@ -75,13 +82,15 @@ def test_connection_attributes_changed_by_a_borrower_are_restored(
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
         conn.read_only = True
-        conn.prepare_threshold = None
+        conn.prepare_threshold = 0
+        conn.prepared_max = 3
         conn.execute("SELECT 1")
     with pool.connection() as conn:
         assert conn.autocommit is True
         assert conn.isolation_level is None
         assert conn.read_only is None
-        assert conn.prepare_threshold == 5
+        assert conn.prepare_threshold is None
+        assert conn.prepared_max == 100
 
 
 @pytest.mark.parametrize(
@@ -112,162 +121,154 @@ def test_one_attribute_changed_without_a_statement_is_restored(
             None,
             None,
         )
-        assert conn.prepare_threshold == 5
+        assert conn.prepare_threshold is None
 
 
-def test_the_tracking_cache_stays_bounded(pool: ServerlessPool) -> None:
-    from serverless_pool import connection
-
-    with pool.connection() as conn:
-        for n in range(connection._MAX_VERDICTS + 50):
-            conn.execute(f"SELECT {n}")  # literals built in: a new text every time
-        assert len(connection._verdicts) <= connection._MAX_VERDICTS
-        conn.execute("SET work_mem = '6MB'")  # still caught after the cache started over
-    with pool.connection() as conn:
-        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
-
-
-def test_a_cursor_class_with_its_own_execute_is_still_tracked(
+def test_row_and_cursor_factories_set_on_the_connection_are_restored(
     make_pool: Callable[..., ServerlessPool],
 ) -> None:
-    from serverless_pool.connection import PooledConnection, PooledCursorMixin
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        pooled_cursor = conn.cursor_factory
+        conn.row_factory = dict_row
+        conn.cursor_factory = psycopg.ClientCursor
+        conn.server_cursor_factory = psycopg.ServerCursor
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1 AS one").fetchone() == (1,)
+        # The pool's own cursor classes are back, hooks and all.
+        assert conn.cursor_factory is pooled_cursor
+        assert isinstance(conn.cursor(), PooledCursorMixin)
+        with conn.cursor("named") as named:
+            assert isinstance(named, PooledCursorMixin)
 
-    calls: list[str] = []
 
-    class Audited(psycopg.Cursor[Any]):
-        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(str(query))
-            return super().execute(query, *args, **kwargs)
+def test_notice_and_notify_handlers_of_a_borrower_are_removed(
+    make_pool: Callable[..., ServerlessPool], postgres: PostgresServer
+) -> None:
+    pool = make_pool(max_size=1)
+    notices: list[str] = []
+    notified: list[str] = []
+    with pool.connection() as conn:
+        conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
+        conn.add_notify_handler(lambda n: notified.append(n.payload))
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'first'; END $$")
+    assert notices == ["first"]
+    with pool.connection() as conn:
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'second'; END $$")
+        conn.execute("LISTEN rr_channel")
+        _notify(postgres, "rr_channel", "hello")
+        conn.execute("SELECT pg_sleep(0.05)")
+        assert [n.payload for n in conn.notifies(timeout=0.5, stop_after=1)] == ["hello"]
+    assert notices == ["first"]
+    assert notified == []
 
-    class PooledAudited(PooledCursorMixin, Audited):
-        pass
+
+def test_notifications_received_but_not_read_do_not_reach_the_next_borrower(
+    make_pool: Callable[..., ServerlessPool], postgres: PostgresServer
+) -> None:
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        conn.execute("LISTEN rr_unread")
+        _notify(postgres, "rr_unread", "secret")
+        conn.execute("SELECT pg_sleep(0.05)")  # the notification arrives, unread
+        assert len(conn._notifies_backlog) == 1  # type: ignore[attr-defined]
+    with pool.connection() as conn:
+        assert list(conn.notifies(timeout=0.2)) == []
+
+
+def test_adapters_registered_on_the_connection_are_dropped(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    from psycopg.types.string import TextLoader
+
+    class ShoutingLoader(TextLoader):
+        def load(self, data: Any) -> str:
+            return str(super().load(data)).upper()
+
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        conn.adapters.register_loader("text", ShoutingLoader)
+        assert conn.execute("SELECT 'quiet'::text").fetchone() == ("QUIET",)
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 'quiet'::text").fetchone() == ("quiet",)
+
+
+def test_types_registered_on_the_connection_are_dropped(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    from psycopg.types.enum import EnumInfo, register_enum
+
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        conn.execute("DROP TYPE IF EXISTS rr_mood; CREATE TYPE rr_mood AS ENUM ('ok', 'sad')")
+        info = EnumInfo.fetch(conn, "rr_mood")
+        assert info is not None
+        register_enum(info, conn)
+        assert conn.adapters.types.get("rr_mood") is not None
+    with pool.connection() as conn:
+        assert conn.adapters.types.get("rr_mood") is None
+        assert conn.execute("SELECT 'ok'::rr_mood").fetchone() == ("ok",)
+        conn.execute("DROP TYPE rr_mood")
+
+
+def test_adapters_set_up_by_the_configure_callback_are_kept(
+    make_pool: Callable[..., ServerlessPool],
+) -> None:
+    from psycopg.types.string import TextLoader
+
+    class Marked(TextLoader):
+        def load(self, data: Any) -> str:
+            return "marked:" + str(super().load(data))
 
     def configure(conn: PooledConnection[Any]) -> None:
-        conn.cursor_factory = PooledAudited
+        conn.adapters.register_loader("text", Marked)
 
-    # The generic path (no shortcut past Audited.execute), hooks and all.
-    assert PooledAudited.execute is PooledCursorMixin.execute
     pool = make_pool(max_size=1, configure=configure)
-    with pool.connection() as conn:
-        conn.execute("SET work_mem = '7MB'")
-    with pool.connection() as conn:
-        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
-    assert calls == ["SET work_mem = '7MB'", "DISCARD ALL", "SHOW work_mem"]  # the reset too
+    for _ in range(3):
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 'x'::text").fetchone() == ("marked:x",)
+            conn.adapters.register_loader("text", TextLoader)  # the borrower undoes it
+            assert conn.execute("SELECT 'x'::text").fetchone() == ("x",)
 
 
-@pytest.mark.parametrize(
-    ("dirty", "check", "clean"),
-    [
-        ("SET work_mem = '7MB'", "SHOW work_mem", ("4MB",)),
-        ("SELECT set_config('work_mem', '7MB', false)", "SHOW work_mem", ("4MB",)),
-        ("SET ROLE app", "SELECT current_user", ("app",)),
-        (
-            "CREATE TEMP TABLE scratch (x int)",
-            "SELECT to_regclass('scratch') IS NULL",
-            (True,),
-        ),
-        (
-            "SELECT pg_advisory_lock(4242)",
-            "SELECT count(*) FROM pg_locks WHERE locktype LIKE 'adv%' AND pid = pg_backend_pid()",
-            (0,),
-        ),
-        ("CREATE TEMP TABLE made AS SELECT 1 AS x", "SELECT to_regclass('made') IS NULL", (True,)),
-        ("SELECT 1 AS x INTO TEMP picked", "SELECT to_regclass('picked') IS NULL", (True,)),
-        ("SELECT SET_CONFIG('work_mem', '9MB', false)", "SHOW work_mem", ("4MB",)),
-        ("PREPARE mine AS SELECT 1", "SELECT count(*) FROM pg_prepared_statements", (0,)),
-        ("LISTEN channel_x", "SELECT count(*) FROM pg_listening_channels()", (0,)),
-    ],
-)
-def test_session_state_does_not_leak_to_the_next_borrower(
-    make_pool: Callable[..., ServerlessPool], dirty: str, check: str, clean: tuple[object]
+def test_a_two_phase_transaction_left_by_a_borrower_closes_the_connection(
+    make_pool: Callable[..., ServerlessPool], postgres: PostgresServer
 ) -> None:
     pool = make_pool(max_size=1)
     with pool.connection() as conn:
-        pid = conn.info.backend_pid
-        conn.execute(dirty)
+        conn.autocommit = False
+        conn.tpc_begin(conn.xid(1, "rr-gtrid", "rr-bqual"))
+        conn.execute("SELECT 1")
     with pool.connection() as conn:
-        assert conn.info.backend_pid == pid  # the same session, cleaned
-        assert conn.execute(check).fetchone() == clean
-    assert pool.stats()["resets"] == 1
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pool.stats()["replaced_bad_state"] == 1
 
 
-def test_plain_queries_cost_no_reset(pool: ServerlessPool) -> None:
-    for _ in range(5):
-        with pool.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
-            conn.execute("SELECT %s::int", (3,)).fetchone()
-            conn.execute("SELECT 1 AS temperature, 'into' AS word").fetchone()
-            conn.execute("CREATE TABLE IF NOT EXISTS plain (x int)")
-        with pool.connection() as conn:
-            conn.execute("INSERT INTO plain VALUES (1)")
-            conn.execute("UPDATE plain SET x = 2")
-            conn.execute("DELETE FROM plain")
-    assert pool.stats()["resets"] == 5  # only after the CREATE TABLE
-
-
-def test_a_session_change_after_queries_known_harmless_is_still_caught(
+def test_reset_never_keeps_the_server_session_as_it_was(
     make_pool: Callable[..., ServerlessPool],
 ) -> None:
-    # The pool skips the look-up for the query object last found harmless; any other
-    # query, in the same borrow or a later one, must still be looked at.
-    pool = make_pool(max_size=1)
-    harmless = "SELECT 1"
-    with pool.connection() as conn:
-        conn.execute(harmless)
-        conn.execute(harmless)
-    with pool.connection() as conn:
-        conn.execute(harmless)
-        conn.execute("SET search_path TO pg_catalog")
-        conn.execute(harmless)
-    with pool.connection() as conn:
-        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
-    assert pool.stats()["resets"] == 1
-
-
-def test_reset_always_and_never(make_pool: Callable[..., ServerlessPool]) -> None:
-    always = make_pool(reset_on_return="always")
-    for _ in range(3):
-        with always.connection() as conn:
-            conn.execute("SELECT 1")
-    assert always.stats()["resets"] == 3
-
     never = make_pool(reset_on_return="never", max_size=1)
     with never.connection() as conn:
         conn.execute("SET work_mem = '7MB'")
     with never.connection() as conn:
         assert conn.execute("SHOW work_mem").fetchone() == ("7MB",)
+    assert never.stats().get("resets", 0) == 0
 
 
-def test_prepared_statements_survive_a_reset(make_pool: Callable[..., ServerlessPool]) -> None:
-    """DISCARD ALL drops server-side prepared statements; psycopg must not reuse them."""
-    pool = make_pool(max_size=1, prepare_threshold=0)
-    for _ in range(3):
-        with pool.connection() as conn:
-            assert conn.execute("SELECT %s::int + 1", (1,)).fetchone() == (2,)
-            conn.execute("SET work_mem = '5MB'")  # forces a DISCARD ALL on return
-    assert pool.stats()["resets"] == 3
-
-
-def test_session_changes_by_prepared_statements_are_caught(
+def test_prepared_statements_keep_working_across_many_resets(
     make_pool: Callable[..., ServerlessPool],
 ) -> None:
-    """psycopg keeps no statement text for a prepared statement; the change is still seen."""
-    pool = make_pool(max_size=1, prepare_threshold=0)  # every statement prepared at once
-    for round_no in range(3):
+    """DISCARD ALL drops the server's prepared statements: psycopg must forget them too."""
+    pool = make_pool(max_size=1, prepare_threshold=1)
+    for i in range(60):
         with pool.connection() as conn:
-            assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
-            conn.execute("SELECT set_config('work_mem', %s, false)", (f"{6 + round_no}MB",))
-    assert pool.stats()["resets"] == 3
-
-
-def test_session_changes_through_sql_composition_are_caught(pool: ServerlessPool) -> None:
-    from psycopg import sql
-
-    with pool.connection() as conn:
-        conn.execute(sql.SQL("SELECT set_config({}, '8MB', false)").format(sql.Literal("work_mem")))
-    with pool.connection() as conn:
-        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
-    assert pool.stats()["resets"] == 1
+            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)  # prepared now
+            assert conn.execute("SELECT %s::int * 2", (i,)).fetchone() == (i * 2,)
+    stats = pool.stats()
+    assert stats["resets"] == 60
+    assert stats["connections_opened"] == 1
 
 
 def test_row_factory_changes_are_scoped_to_the_borrow(pool: ServerlessPool) -> None:

@@ -16,7 +16,9 @@ def test_defaults_off_lambda() -> None:
     assert settings.idle_session_timeout == 0
     assert settings.autocommit is True
     assert settings.proxy_mode == "direct"
-    assert settings.prepare_threshold == 5
+    assert settings.prepare_threshold is None  # prepared statements last one borrow
+    assert settings.reset_on_return == "always"
+    assert settings.session_reset is True
 
 
 def test_defaults_on_lambda_hold_one_connection_and_give_the_slot_back() -> None:
@@ -31,6 +33,8 @@ def test_behind_a_proxy_nothing_is_prepared_or_set_on_the_session() -> None:
         assert settings.prepare_threshold is None
         assert settings.idle_session_timeout == 0
         assert settings.uses_session_state is False
+        assert settings.reset_on_return == "never"
+        assert settings.session_reset is False
 
 
 def test_environment_variables_are_read_and_arguments_win() -> None:
@@ -50,7 +54,7 @@ def test_environment_variables_are_read_and_arguments_win() -> None:
         ({"ping_after_idle": float("nan")}, "ping_after_idle: must be a finite number"),
         ({"proxy_mode": "pgbouncer"}, "proxy_mode: expected one of 'direct'"),
         ({"autocommit": "maybe"}, "autocommit: expected true or false"),
-        ({"min_size": 5, "max_size": 2}, r"min_size \(5\) must not exceed max_size \(2\)"),
+        ({"min_size": 5, "max_size": 2}, r"min_size \(5, keyword argument min_size\) must not"),
         ({"max_sise": 2}, "unknown keyword argument 'max_sise'; did you mean 'max_size'"),
         ({"frobnicate": 2}, "unknown keyword argument 'frobnicate'; known settings:"),
     ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from unittest import mock
 from wsgiref.util import setup_testing_defaults
 
 import djtest_views
@@ -146,15 +147,17 @@ def test_server_side_cursors_work_and_leave_no_cursor_behind(client: Client) -> 
         assert cursor.fetchone() == (0,)
 
 
-def test_requests_leave_no_session_state_so_no_reset_round_trip(client: Client) -> None:
+def test_the_time_zone_is_a_startup_parameter_that_survives_every_reset(
+    client: Client,
+) -> None:
     client.get("/t/one")
     before = pool_of("default").stats()
     for _ in range(10):
         body = client.get("/t/pid").json()
         assert body["timezone"] == "UTC"
     after = pool_of("default").stats()
-    # Django's SET TIME ZONE went into the startup packet instead.
-    assert after.get("resets", 0) == before.get("resets", 0)
+    # Django's SET TIME ZONE went into the startup packet instead: DISCARD ALL keeps it.
+    assert after["resets"] - before["resets"] == 10
     assert after["borrows"] - before["borrows"] == 10
 
 
@@ -230,27 +233,27 @@ def _environ(path: str) -> dict[str, object]:
 def test_between_requests_the_session_is_parked_and_django_setup_is_skipped(
     client: Client,
 ) -> None:
-    created: list[object] = []
+    from django_serverless_pool.backends.postgresql.base import DatabaseWrapper
 
-    def on_created(sender: object, connection: object, **kwargs: object) -> None:
-        created.append(connection)
-
-    connection_created.connect(on_created)
-    try:
+    with mock.patch.object(
+        DatabaseWrapper, "init_connection_state", autospec=True,
+        side_effect=DatabaseWrapper.init_connection_state,
+    ) as setups:  # fmt: skip
         pids = {client.get("/t/pid").json()["pid"] for _ in range(5)}
-    finally:
-        connection_created.disconnect(on_created)
     assert len(pids) == 1
-    assert len(created) == 1  # one server session, set up once, like a persistent connection
+    assert setups.call_count <= 1  # set up once, like a persistent connection
     assert in_use() == 0  # but it is back in the pool between requests
     assert not connection.borrowing
+    assert pool_of("default").stats()["resets"] >= 5  # and reset after every request
 
 
-def test_session_state_set_on_connection_created_survives_every_request(
-    client: Client,
-) -> None:
+def test_connection_created_receivers_set_up_every_borrowed_session(client: Client) -> None:
+    """The reset on return undoes what they did: so they run for every request."""
+    created: list[object] = []
+
     def set_timeout(sender: object, connection: Any, **kwargs: object) -> None:
         if connection.alias == "default":
+            created.append(connection)
             with connection.cursor() as cursor:
                 cursor.execute("SET statement_timeout = '12345ms'")
 
@@ -261,7 +264,8 @@ def test_session_state_set_on_connection_created_survives_every_request(
             assert body == {"value": "12345ms"}
     finally:
         connection_created.disconnect(set_timeout)
-    # The SET made the session dirty: it was reset on return, not parked.
+    assert len(created) == 3
+    # Without the receiver the next session shows nothing of what it did.
     assert client.get("/t/setting", {"name": "statement_timeout"}).json() == {"value": "0"}
 
 
@@ -301,22 +305,3 @@ def test_changing_the_time_zone_between_requests_reaches_the_next_request(
         assert client.get("/t/pid").json()["timezone"] == "Asia/Tokyo"
     assert client.get("/t/pid").json()["timezone"] == "UTC"
     assert in_use() == 0
-
-
-def test_with_reset_on_return_always_every_request_sets_up_its_session(
-    client: Client, pools_closed_after: None
-) -> None:
-    created: list[object] = []
-
-    def on_created(sender: object, connection: object, **kwargs: object) -> None:
-        created.append(connection)
-
-    with override_settings(SERVERLESS_POOL={"reset_on_return": "always", "max_size": 4}):
-        connection_created.connect(on_created)
-        try:
-            for _ in range(3):
-                assert client.get("/t/one").status_code == 200
-        finally:
-            connection_created.disconnect(on_created)
-        assert pool_of("default").stats()["resets"] == 3
-    assert len(created) == 3  # never parked: the reset would undo the setup

@@ -1,7 +1,10 @@
 """A connection killed mid-query: the error reaches the caller, nothing is retried.
 
 A statement that was sent may have run (here: it took a number from a sequence, which
-no rollback gives back), so the pool must never send it again on its own.
+no rollback gives back), so the pool must never send it again on its own. (The one
+exception, the server's goodbye arriving within `RETRY_WINDOW` of the borrow's first
+statement, is tested in tests/core/test_first_statement_retry.py; here the statement has
+run for longer than that, as one an operator stops does.)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import psycopg
 import pytest
 
 from serverless_pool import ServerlessPool
+from serverless_pool.connection import RETRY_WINDOW
 from serverless_pool.testing.postgres import PostgresServer
 
 
@@ -42,6 +46,7 @@ def _kill_when_running(postgres: PostgresServer, app_name: str) -> threading.Thr
                 if b.state == "active" and "pg_sleep" in b.query
             ]
             if busy:
+                time.sleep(RETRY_WINDOW * 3)  # running for a while, then stopped
                 postgres.terminate_backends(pids=busy)
                 return
             time.sleep(0.02)

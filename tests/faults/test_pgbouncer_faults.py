@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from serverless_pool import ServerlessPool
+from serverless_pool.connection import RETRY_WINDOW
 from serverless_pool.testing.pgbouncer import PgBouncerServer
 from serverless_pool.testing.postgres import PostgresServer
 
@@ -145,6 +146,7 @@ def test_a_server_connection_killed_mid_query_behind_pgbouncer_reaches_the_calle
     def kill_when_running() -> None:
         busy = _sleeping_backends(postgres, app_name, wait=10)
         if busy:
+            time.sleep(RETRY_WINDOW * 3)  # running for a while, then stopped
             postgres.terminate_backends(pids=busy)
 
     killer = threading.Thread(target=kill_when_running)

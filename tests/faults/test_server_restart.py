@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from serverless_pool import ServerlessPool
+from serverless_pool.connection import RETRY_WINDOW
 from serverless_pool.errors import ConnectionFailed
 from serverless_pool.testing.postgres import PostgresServer
 
@@ -42,6 +43,9 @@ def test_in_flight_requests_fail_clearly_and_later_requests_succeed(
             thread.start()
         started.wait(10)
         _wait_until_sleeping(server, app_name, 4)
+        # Running for a while: a statement cut off in its first RETRY_WINDOW would be
+        # sent again (it committed nothing); these have been running for longer.
+        time.sleep(RETRY_WINDOW * 3)
         server.restart(mode="fast")
         for thread in threads:
             thread.join(20)

@@ -106,7 +106,11 @@ def test_a_misspelt_key_is_refused_with_a_suggestion() -> None:
 
 
 def test_settings_that_contradict_each_other_are_refused() -> None:
-    with pytest.raises(SettingsError, match=r"min_size \(3\) must not exceed max_size \(2\)"):
+    with pytest.raises(
+        SettingsError,
+        match=r"min_size \(3, Flask config key SERVERLESS_POOL_MIN_SIZE\) must not exceed"
+        r" max_size \(2, Flask config key SERVERLESS_POOL_MAX_SIZE\)",
+    ):
         read_config(
             {
                 "SERVERLESS_POOL_DATABASE_URL": URL,

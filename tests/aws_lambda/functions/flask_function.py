@@ -21,6 +21,11 @@ def pid() -> Any:
     return jsonify(pid=row[0] if row else None, stats=pool.stats())
 
 
+@app.route("/boom")
+def boom() -> Any:
+    raise RuntimeError("boom on purpose")
+
+
 @app.route("/slow")
 def slow() -> Any:
     with pool.connection() as conn, conn.transaction():
@@ -34,4 +39,5 @@ handler = make_handler(
     deadline_margin=float(os.environ.get("DEADLINE_MARGIN", "0.5")),
     metrics=True,
     connect_on_init=os.environ.get("CONNECT_ON_INIT") == "1",
+    register_extension=os.environ.get("REGISTER_EXTENSION", "1") == "1",
 )

@@ -8,7 +8,9 @@ socket (µs) and pings after a long idle gap, so ``CONN_HEALTH_CHECKS`` adds not
 Between requests a clean connection is *parked*: back in the pool, still "open" for
 Django. When the next borrow of this thread gets the same connection back, Django's
 connect/close book-keeping is skipped, as with a persistent connection; any other
-connection goes through Django's ``connect()``. A parked connection is never used
+connection goes through Django's ``connect()``. The pool resets every session it gets
+back, so when ``connection_created`` has receivers (which set a session up), nothing is
+parked and every borrow goes through ``connect()``. A parked connection is never used
 before it is borrowed again: every Django path to it goes through
 ``ensure_connection()``.
 
@@ -33,6 +35,7 @@ from django.db.backends.postgresql.psycopg_any import (
     DjangoRangeDumper,
     register_tzloader,
 )
+from django.db.backends.signals import connection_created
 from django.db.utils import ProgrammingError
 from django.utils.asyncio import async_unsafe
 from psycopg import sql
@@ -305,15 +308,17 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         if connection is None or lender is None or self.in_atomic_block:
             return False
         if (
-            # Parking needs a session whose state survives the return: tracked for
-            # changes (reset_on_return="auto", direct mode) and not changed.
-            not connection._sp_track
-            or connection._sp_dirty
+            # Parking needs a session that comes back as Django set it up. The reset on
+            # return keeps the startup parameters Django's time zone and role are, and
+            # the pool's own set-up; whatever a connection_created receiver did (a SET,
+            # adapters such as django.contrib.postgres registers) it undoes, so then
+            # every borrow goes through Django's connect() and the receivers run again.
+            connection_created.receivers
             or self.autocommit is not self.settings_dict["AUTOCOMMIT"]
             or self.needs_rollback
         ):
-            # The session will be reset, or Django's state needs a fresh start: the
-            # next request goes through Django's connect() (and connection_created).
+            # Django's state needs a fresh start: the next request goes through
+            # Django's connect() (and connection_created).
             self.close()
             return True
         self._sp_lender = None

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "all_pools",
     "borrowers",
+    "build_pools",
     "close_pools",
     "get_pool",
     "lent",
@@ -76,6 +77,23 @@ def get_pool(alias: str, key: Hashable, build: Callable[[], ServerlessPool]) -> 
 def all_pools() -> dict[str, ServerlessPool]:
     """The pools built so far in this process, by alias."""
     return {alias: pool for alias, (_, pool) in _pools.items()}
+
+
+def build_pools() -> dict[str, ServerlessPool]:
+    """Build, without connecting, the pool of every alias that uses this ``ENGINE``.
+
+    For start-up code that wants connections before the first request (the Lambda
+    handler's ``connect_on_init``): pools are otherwise built at each alias's first use.
+    """
+    from django.db import connections
+
+    built: dict[str, ServerlessPool] = {}
+    for alias in connections:
+        wrapper = connections[alias]
+        pool = getattr(wrapper, "serverless_pool", None)
+        if isinstance(pool, ServerlessPool):
+            built[alias] = pool
+    return built
 
 
 def close_pools(alias: str | None = None) -> None:
