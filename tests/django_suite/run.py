@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             if not key.startswith(("SERVERLESS_POOL_", "AWS_LAMBDA_", "PG", "DJANGO_"))
         }
         env.update(
-            SERVERLESS_POOL_SUITE_PORT=str(server.port),
-            SERVERLESS_POOL_SUITE_USER=SUPERUSER,
-            SERVERLESS_POOL_SUITE_PASSWORD=SUPERUSER_PASSWORD,
-            SERVERLESS_POOL_SUITE_RESULTS=str(results_path),
+            DJANGO_SUITE_PORT=str(server.port),
+            DJANGO_SUITE_USER=SUPERUSER,
+            DJANGO_SUITE_PASSWORD=SUPERUSER_PASSWORD,
+            DJANGO_SUITE_RESULTS=str(results_path),
             PYTHONPATH=str(HERE),
             PYTHONHASHSEED="0",
         )

@@ -2,7 +2,7 @@
 
 With ``--parallel`` the workers send their events to the main process, which replays
 them on its result object: the recording result below sees every test, whichever
-process ran it. The file (``SERVERLESS_POOL_SUITE_RESULTS``) maps test ids to one of
+process ran it. The file (``DJANGO_SUITE_RESULTS``) maps test ids to one of
 ``ok``, ``fail``, ``error``, ``skip``, ``expected-failure``, ``unexpected-success``.
 """
 
@@ -68,7 +68,7 @@ class RecordingResult(unittest.TextTestResult):
 
     def stopTestRun(self) -> None:
         super().stopTestRun()
-        path = os.environ.get("SERVERLESS_POOL_SUITE_RESULTS")
+        path = os.environ.get("DJANGO_SUITE_RESULTS")
         if path:
             with open(path, "w") as f:
                 json.dump({"outcomes": self.outcomes, "details": self.details}, f, indent=1)

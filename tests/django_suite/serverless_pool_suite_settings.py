@@ -14,9 +14,9 @@ import os
 _SERVER = {
     "ENGINE": "django_serverless_pool.backends.postgresql",
     "HOST": "127.0.0.1",
-    "PORT": os.environ["SERVERLESS_POOL_SUITE_PORT"],
-    "USER": os.environ["SERVERLESS_POOL_SUITE_USER"],
-    "PASSWORD": os.environ["SERVERLESS_POOL_SUITE_PASSWORD"],
+    "PORT": os.environ["DJANGO_SUITE_PORT"],
+    "USER": os.environ["DJANGO_SUITE_USER"],
+    "PASSWORD": os.environ["DJANGO_SUITE_PASSWORD"],
 }
 
 DATABASES = {
