@@ -61,7 +61,6 @@ __all__ = [
 
 _IDLE = pq.TransactionStatus.IDLE
 _OK = pq.ConnStatus.OK
-_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 
 #: The server's notices that it ended the session: administrator command (also a fast
 #: shutdown), crash of another server process, idle-session timeout.
@@ -75,7 +74,6 @@ RETRY_WINDOW: Final = 0.1
 # psycopg's messages for a send that failed: the bytes never (all) left.
 _SEND_FAILURES: Final = ("sending ", "flushing failed")
 _CURSOR_EXECUTE: Any = psycopg.Cursor.execute
-_CHECK_RESULTS: Any = psycopg.Cursor._check_results
 
 _READ_ONLY_SERVER = b"25006"
 
@@ -192,8 +190,6 @@ class PooledConnection(psycopg.Connection[Row]):
     # From the lend until the borrow's first operation starts: when (time.monotonic())
     # the pool last saw the session alive. 0.0 otherwise.
     _sp_fresh: float = 0.0
-    # During the borrow's first operation: the server answered something.
-    _sp_answered: bool = False
     # The server's goodbye arrived between statements (see `_GoodbyeWatch`).
     _sp_terminated: bool = False
     # Set up by `_sp_setup()`: the Python-side state every return restores.
@@ -228,7 +224,6 @@ class PooledConnection(psycopg.Connection[Row]):
     def _sp_start_first(self) -> float:
         """The borrow's first operation begins: re-check a stale check; the start time."""
         checked_at, self._sp_fresh = self._sp_fresh, 0.0
-        self._sp_answered = False
         started = _monotonic()
         # The borrow's own check is fresh enough when the statement follows at once
         # (the common case): a second look would only add a system call.
@@ -251,22 +246,35 @@ class PooledConnection(psycopg.Connection[Row]):
         if pgconn.status != _OK or self._sp_terminated:
             self._sp_swap()
 
-    def _sp_never_ran(self, err: psycopg.OperationalError, started: float) -> bool:
-        """After the borrow's first operation failed: whether it surely committed nothing."""
-        if self._sp_replace is None or self.pgconn.status == _OK or self._sp_answered:
+    def _sp_never_ran(
+        self, err: psycopg.OperationalError, started: float, one_statement: bool
+    ) -> bool:
+        """After the borrow's first operation failed: whether it surely committed nothing.
+
+        `one_statement`: the operation was one statement, so an answer of the server
+        cannot have come before the goodbye (several statements in one text could have
+        been answered, and committed, one by one).
+        """
+        if self._sp_replace is None or self.pgconn.status == _OK:
             return False
         if str(err).startswith(_SEND_FAILURES) or self._sp_terminated:
             # The bytes never left, or the goodbye came before them (libpq takes an
             # error that arrives while nothing of ours is pending for a notice).
             return True
         state = err.sqlstate
-        if state == _IDLE_TIMEOUT:
+        if state == _IDLE_TIMEOUT:  # only a backend waiting for a statement times out
             return True
-        return state in TERMINATION_SQLSTATES and _monotonic() - started <= RETRY_WINDOW
+        return (
+            one_statement
+            and state in TERMINATION_SQLSTATES
+            and _monotonic() - started <= RETRY_WINDOW
+        )
 
-    def _sp_retry_first(self, err: psycopg.OperationalError, started: float) -> bool:
+    def _sp_retry_first(
+        self, err: psycopg.OperationalError, started: float, one_statement: bool = True
+    ) -> bool:
         """Swap in a fresh server session if the failed first operation never ran."""
-        return self._sp_never_ran(err, started) and self._sp_swap()
+        return self._sp_never_ran(err, started, one_statement) and self._sp_swap()
 
     def _sp_swap(self) -> bool:
         """Put a fresh server session under this object, before the borrow's first operation."""
@@ -457,6 +465,8 @@ class PooledCursorMixin:
     `_sp_first`, which retries it once when it surely never ran.
     """
 
+    __slots__ = ()
+
     if TYPE_CHECKING:
         _pgconn: pq.abc.PGconn
         _conn: Any
@@ -482,68 +492,64 @@ class PooledCursorMixin:
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> Any:
-        """psycopg's `Cursor.execute`, the borrow's first statement retried if it never ran."""
+        """psycopg's `Cursor.execute`, the borrow's first statement retried if it never ran.
+
+        `_sp_first()` written out: this runs for every statement of Django's, Flask's
+        and plain code, and each call frame saved counts.
+        """
         conn = self._conn
-        if conn._sp_fresh:
-            return self._sp_first(
-                lambda: _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
-            )
-        if self._pgconn is not conn.pgconn:  # a cursor kept across a swapped session
-            self._pgconn = conn.pgconn
+        checked_at = conn._sp_fresh
+        if checked_at:
+            conn._sp_fresh = 0.0
+            pipeline = conn._pipeline
+            if pipeline is None or not (pipeline.command_queue or pipeline.result_queue):
+                started = _monotonic()
+                if started - checked_at > RECHECK_AFTER:
+                    conn._sp_recheck()
+                self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
+                try:
+                    return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
+                except psycopg.OperationalError as err:
+                    if not conn._sp_retry_first(err, started, _one_statement(self)):
+                        raise
+                self._pgconn = conn.pgconn  # type: ignore[misc]
+                return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
+        elif self._pgconn is not conn.pgconn:  # a cursor kept across a swapped session
+            self._pgconn = conn.pgconn  # type: ignore[misc]
         return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
 
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         run = super().execute  # type: ignore[misc]
-        return self._sp_run(lambda: run(query, *args, **kwargs))
+        return self._sp_run(lambda: run(query, *args, **kwargs), True)
 
     def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        # Several statements: their answers may come, and commit, one by one.
         run = super().executemany  # type: ignore[misc]
-        return self._sp_run(lambda: run(query, *args, **kwargs))
+        return self._sp_run(lambda: run(query, *args, **kwargs), False)
 
-    def _sp_run(self, operation: Callable[[], Any]) -> Any:
+    def _sp_run(self, operation: Callable[[], Any], one_statement: bool) -> Any:
         conn = self._conn
         if conn._sp_fresh:
-            return self._sp_first(operation)
+            return self._sp_first(operation, one_statement)
         if self._pgconn is not conn.pgconn:
-            self._pgconn = conn.pgconn
+            self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
         return operation()
 
-    def _sp_first(self, operation: Callable[[], Any]) -> Any:
+    def _sp_first(self, operation: Callable[[], Any], one_statement: bool = True) -> Any:
         """Run the borrow's first operation; once more on a fresh session if it never ran."""
         conn = self._conn
-        pipeline = conn._pipeline
-        if pipeline is not None and (pipeline.command_queue or pipeline.result_queue):
-            # Something else went into this pipeline first: nothing here may be re-sent.
+        if _queued_before(conn):
             conn._sp_fresh = 0.0
             return operation()
         started = conn._sp_start_first()
-        self._pgconn = conn.pgconn
-        # See every answer the server gives this operation (this cursor only, this once).
-        watched = getattr(self, "__dict__", None)
-        if watched is not None:
-            watched["_check_results"] = self._sp_check_first_results
+        self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
         try:
-            try:
-                return operation()
-            except psycopg.OperationalError as err:
-                if not conn._sp_retry_first(err, started):
-                    raise
-            self._pgconn = conn.pgconn
             return operation()
-        finally:
-            if watched is not None:
-                watched.pop("_check_results", None)
-
-    def _sp_check_first_results(self, results: list[pq.abc.PGresult]) -> None:
-        first = results[0] if results else None
-        if (
-            first is None
-            or first.status != _FATAL_ERROR
-            or (first.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
-            not in TERMINATION_SQLSTATES
-        ):
-            self._conn._sp_answered = True
-        _CHECK_RESULTS(self, results)
+        except psycopg.OperationalError as err:
+            if not conn._sp_retry_first(err, started, one_statement and _one_statement(self)):
+                raise
+        self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
+        return operation()
 
     def _raise_for_result(self, result: Any) -> Any:
         # psycopg's way out for a failed statement: nothing on the success path. A write
@@ -554,7 +560,7 @@ class PooledCursorMixin:
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         conn = self._conn
-        self._pgconn = conn.pgconn
+        self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
         parent = super().copy  # type: ignore[misc]
         if not conn._sp_fresh:
             return parent(*args, **kwargs)
@@ -583,7 +589,7 @@ class PooledCursorMixin:
 
     def stream(self, query: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         conn = self._conn
-        self._pgconn = conn.pgconn
+        self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
         parent = super().stream  # type: ignore[misc]
         if not conn._sp_fresh:
             return parent(query, *args, **kwargs)  # type: ignore[no-any-return]
@@ -607,17 +613,41 @@ class PooledCursorMixin:
 _DONE: Final = object()
 
 
+def _queued_before(conn: PooledConnection[Any]) -> bool:
+    """Whether something else went into the connection's pipeline before this operation:
+    then nothing here may be sent again."""
+    pipeline = conn._pipeline
+    return pipeline is not None and bool(pipeline.command_queue or pipeline.result_queue)
+
+
+def _one_statement(cursor: Any) -> bool:
+    """After a failure: whether the cursor sent one statement (a text sent with the simple
+    query protocol may hold several; a ';' anywhere in it counts as several)."""
+    query = getattr(cursor, "_query", None)
+    if query is None:
+        return True  # nothing was sent
+    return bool(query.params) or b";" not in query.query
+
+
 class PooledCursor(PooledCursorMixin, psycopg.Cursor[Row]):
     """psycopg's default (server-side binding) cursor, with the pool's hooks."""
+
+    __slots__ = ()
 
 
 class PooledClientCursor(PooledCursorMixin, psycopg.ClientCursor[Row]):
     """psycopg's client-side binding cursor, with the pool's hooks."""
 
+    __slots__ = ()
+
 
 class PooledRawCursor(PooledCursorMixin, psycopg.RawCursor[Row]):
     """psycopg's raw-query cursor (``$1`` placeholders), with the pool's hooks."""
 
+    __slots__ = ()
+
 
 class PooledServerCursor(PooledCursorMixin, psycopg.ServerCursor[Row]):
     """psycopg's named (server-side) cursor, with the pool's hooks."""
+
+    __slots__ = ()

@@ -50,12 +50,13 @@ _OK: Final = pq.ConnStatus.OK
 _IDLE: Final = pq.TransactionStatus.IDLE
 _RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _RESET_DONE: Final = _reset.DONE
-_send_reset = _reset.send_reset
-_read_reset = _reset.read_reset
+_COMMAND_OK: Final = pq.ExecStatus.COMMAND_OK
+_DISCARD_ALL: Final = _reset.DISCARD_ALL
 
-#: Share of the server's idle_session_timeout after which an idle connection is closed
-#: rather than lent.
-SERVER_IDLE_MARGIN: Final = 0.9
+#: How long before the server's idle_session_timeout an idle connection is closed rather
+#: than lent: this share of the timeout, or a second (at most half the timeout), whichever
+#: is longer, so that a statement sent at once never meets the server's goodbye.
+SERVER_IDLE_MARGIN: Final = 0.1
 
 Conninfo = str | Callable[[], str]
 Password = str | Callable[[], str]
@@ -64,28 +65,32 @@ Password = str | Callable[[], str]
 class _Entry:
     """Book-keeping for one connection the pool owns, reachable from the connection.
 
-    Whether it is on loan is a flag here rather than membership of a dictionary in the
-    pool: the return finds it through the connection, and a dictionary whose memory
-    went cold waiting for the server costs a few hundred ns per borrow to update.
+    Whether it is on loan is a token in a list here (`loan`): taking it back is one
+    atomic ``list.pop()``, so of two threads returning the same connection exactly one
+    succeeds, with no lock taken (see `ServerlessPool` on the pool's locking).
     """
 
-    __slots__ = ("conn", "expires_at", "last_used", "lent", "owner", "resetting")
+    __slots__ = ("conn", "expires_at", "last_used", "loan", "owner", "resetting")
 
     def __init__(
         self, owner: ServerlessPool, conn: PooledConnection[Any], now: float, lifetime: float
     ) -> None:
         self.owner = owner
         self.conn = conn
-        self.lent = False
+        self.loan: list[bool] = []
+        self.last_used = now
         # A DISCARD ALL was sent when the connection came back; its answer is unread.
         self.resetting = False
-        self.last_used = now
         self.renew(now, lifetime)
         conn._sp_entry = self
 
+    @property
+    def lent(self) -> bool:
+        return bool(self.loan)
+
     def renew(self, now: float, lifetime: float) -> None:
         """Start the lifetime of a new server session."""
-        # Up to 10% shorter, so that a fleet started together does not reconnect together.
+        # Up to 10% shorter, so that a fleet started together does not reconnect in step.
         self.expires_at = now + lifetime * (1.0 - 0.1 * random.random())
 
 
@@ -103,6 +108,15 @@ class ServerlessPool:
         settings not given are read from ``SERVERLESS_POOL_*`` environment variables.
 
     No connection is opened until the first borrow.
+
+    Locking: the common borrow and return take no lock. The idle connections are a
+    stack that only ever changes through ``list.pop()`` and ``list.append()``, each
+    atomic, so a borrower that pops an entry owns it; a return takes the entry's loan
+    token with one atomic pop. Everything else (opening and closing connections, the
+    books of the pool's size, waiting for a free connection) happens under the lock.
+    A waiting borrower counts itself in `_waiting` before it looks at the stack for
+    the last time, and a return looks at `_waiting` after it pushed: so either the
+    borrower sees the connection, or the return sees the borrower and wakes it.
     """
 
     def __init__(
@@ -158,9 +172,10 @@ class ServerlessPool:
         # The server ends a session idle for idle_session_timeout (set by the pool in
         # direct mode): a connection idle for nearly that long is closed instead of
         # lent, so that the server's goodbye never races the borrow's first statement.
+        timeout = settings.idle_session_timeout
         self._server_idle_limit = (
-            settings.idle_session_timeout * SERVER_IDLE_MARGIN
-            if settings.uses_session_state and settings.idle_session_timeout
+            timeout - max(timeout * SERVER_IDLE_MARGIN, min(timeout / 2, 1.0))
+            if settings.uses_session_state and timeout
             else float("inf")
         )
         self._recent = min(settings.ping_after_idle, settings.max_idle, self._server_idle_limit)
@@ -181,7 +196,10 @@ class ServerlessPool:
 
         ``with pool.connection() as conn: conn.execute(...)``
         """
-        return _Borrow(self, timeout)
+        borrow = _new_borrow(_Borrow)  # no __init__ frame: this runs for every request
+        borrow._pool = self
+        borrow._timeout = timeout
+        return borrow
 
     def acquire(self, timeout: float | None = None) -> PooledConnection[TupleRow]:
         """Borrow a connection; give it back with `release()` (in a ``finally``).
@@ -190,36 +208,48 @@ class ServerlessPool:
         never past the deadline of the current invocation) and raises `PoolTimeout`.
         """
         now = _monotonic()
-        with self._lock:
-            # The common case, under one lock: the most recently used connection is
-            # young and was used moments ago; the answer to its reset has arrived (read
-            # without waiting), or, with no reset pending, its socket is quiet (one
-            # poll() call).
-            idle = self._idle
-            if idle and not self._closed:
-                entry = idle[-1]
-                conn = entry.conn
-                if now - entry.last_used < self._recent and now < entry.expires_at:
-                    if entry.resetting:
-                        # Not arrived yet, or a failure: the slow path waits, or closes it.
-                        ready = _read_reset(conn.pgconn) == _RESET_DONE
-                        if ready:
-                            entry.resetting = False
-                            # A goodbye read with the answer was parsed (a notice); over
-                            # TLS libpq reads one record at a time, so look for more.
-                            ready = not conn._sp_terminated and not (
-                                conn._sp_tls and conn._sp_watch.poll(0)
-                            )
-                            if conn._notifies_backlog:
-                                conn._notifies_backlog.clear()  # sent before the UNLISTEN
-                    else:
-                        ready = not conn._sp_watch.poll(0)
-                    if ready:
-                        idle.pop()
-                        entry.lent = True
-                        self._quick_borrows += 1
-                        conn._sp_fresh = now
-                        return conn
+        # The common case, with no lock (see the class docstring): the most recently
+        # used connection is young and was used moments ago, and the answer to its reset
+        # has arrived (read without waiting: `reset.read_reset()` written out) or, with
+        # no reset pending, its socket is quiet (one poll() call).
+        idle = self._idle
+        try:
+            entry = idle.pop()
+        except IndexError:
+            return self._acquire_checked(now, timeout)
+        conn = entry.conn
+        if now - entry.last_used < self._recent and now < entry.expires_at:
+            if entry.resetting:
+                pgconn = conn.pgconn
+                try:
+                    pgconn.consume_input()
+                    # Not arrived yet, or not as expected: the slow path waits, or
+                    # closes the connection.
+                    ready = (
+                        not pgconn.is_busy()
+                        and pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
+                        # ReadyForQuery comes in the same packet as the result
+                        and not pgconn.is_busy()
+                        # a goodbye read with the answer was parsed as a notice; over
+                        # TLS libpq reads one record at a time: look again
+                        and not conn._sp_terminated
+                        and not (conn._sp_tls and conn._sp_watch.poll(0))
+                    )
+                except psycopg.Error:
+                    ready = False
+                if ready:
+                    entry.resetting = False
+                    if conn._notifies_backlog:
+                        conn._notifies_backlog.clear()  # sent before the UNLISTEN
+            else:
+                ready = not conn._sp_watch.poll(0)
+            if ready and not self._closed:
+                entry.loan.append(True)
+                self._quick_borrows += 1
+                conn._sp_fresh = now
+                return conn
+        # Back on the stack, for the slow path to look at under the lock.
+        idle.append(entry)
         return self._acquire_checked(now, timeout)
 
     def _acquire_checked(self, now: float, timeout: float | None) -> PooledConnection[TupleRow]:
@@ -238,8 +268,11 @@ class ServerlessPool:
                 if self._closed:
                     raise PoolClosed(f"the pool {self.name!r} is closed")
                 idle = self._idle
-                while idle:
-                    candidate = idle.pop()
+                while True:
+                    try:
+                        candidate = idle.pop()
+                    except IndexError:  # empty, or emptied by a borrow meanwhile
+                        break
                     if now >= candidate.expires_at:
                         reason = st.EXPIRED
                     elif now - candidate.last_used >= self._server_idle_limit:
@@ -268,7 +301,10 @@ class ServerlessPool:
                         waited = True
                     self._waiting += 1
                     try:
-                        self._cond.wait(remaining)
+                        # A return pushes, then looks for waiters: counted now, this
+                        # borrower either sees what was pushed or gets woken.
+                        if not idle:
+                            self._cond.wait(remaining)
                     finally:
                         self._waiting -= 1
                     now = time.monotonic()
@@ -304,7 +340,7 @@ class ServerlessPool:
                     closing = entry
                 else:
                     closing = None
-                    entry.lent = True
+                    entry.loan.append(True)
                     self._stats.add(st.BORROWS)
                     if waited:
                         self._stats.add(st.WAIT_MS, int((time.monotonic() - started) * 1000))
@@ -322,55 +358,55 @@ class ServerlessPool:
         and a connection in a state that cannot be cleaned is closed instead.
         """
         now = _monotonic()
-        with self._lock:
-            try:
-                entry: _Entry | None = conn._sp_entry  # type: ignore[attr-defined]
-            except AttributeError:  # not a pooled connection at all
-                entry = None
-            if entry is None or entry.owner is not self or not entry.lent:
-                raise PoolError(
-                    f"this connection is not on loan from the pool {self.name!r}"
-                    " (returned twice, or borrowed elsewhere)"
-                )
-            entry.lent = False
-            # Nothing Python-side to undo and no transaction open (the common case):
-            # the reset goes out without waiting, and the connection back on the stack.
-            # Python-side changes mark the connection unclean as they happen, or are
-            # seen by identity here; a broken connection reports an UNKNOWN
-            # transaction status.
-            baseline = conn._sp_baseline  # type: ignore[attr-defined]
-            pgconn = conn.pgconn
-            if (
-                not conn._sp_unclean  # type: ignore[attr-defined]
-                and pgconn.transaction_status == _IDLE
-                and conn.cursor_factory is baseline.cursor_factory
-                and conn.row_factory is baseline.row_factory
-                and conn.server_cursor_factory is baseline.server_cursor_factory
-                and not conn._notifies_backlog  # type: ignore[attr-defined]
-                and now < entry.expires_at
-                and not self._closed
-            ):
-                if self._discards:
-                    if self._prepares:
-                        conn._sp_forget_prepared()  # type: ignore[attr-defined]
-                    try:
-                        _send_reset(pgconn)
-                    except psycopg.Error:
-                        pass  # the slow path below closes it
-                    else:
-                        entry.resetting = True
-                        self._quick_resets += 1
-                        entry.last_used = now
-                        self._idle.append(entry)
-                        if self._waiting:
-                            self._cond.notify()
-                        return
+        try:
+            entry: _Entry = conn._sp_entry  # type: ignore[attr-defined]
+            if entry.owner is not self:
+                raise AttributeError
+            entry.loan.pop()  # atomic: of two returns of one loan, one fails here
+        except (AttributeError, IndexError):
+            raise PoolError(
+                f"this connection is not on loan from the pool {self.name!r}"
+                " (returned twice, or borrowed elsewhere)"
+            ) from None
+        # Nothing Python-side to undo and no transaction open (the common case): the
+        # reset goes out without waiting for its answer (`reset.send_reset()` written
+        # out; libpq sends what the socket did not take at the next read), and the
+        # connection back on the stack. Python-side changes mark the connection unclean
+        # as they happen, or are seen by identity here; a broken connection reports an
+        # UNKNOWN transaction status.
+        baseline = conn._sp_baseline  # type: ignore[attr-defined]
+        pgconn = conn.pgconn
+        if (
+            not conn._sp_unclean  # type: ignore[attr-defined]
+            and pgconn.transaction_status == _IDLE
+            and conn.cursor_factory is baseline.cursor_factory
+            and conn.row_factory is baseline.row_factory
+            and conn.server_cursor_factory is baseline.server_cursor_factory
+            and not conn._notifies_backlog  # type: ignore[attr-defined]
+            and now < entry.expires_at
+            and not self._closed
+        ):
+            if self._discards:
+                if self._prepares:
+                    conn._sp_forget_prepared()  # type: ignore[attr-defined]
+                try:
+                    pgconn.send_query(_DISCARD_ALL)
+                except psycopg.Error:
+                    pass  # the slow path below closes it
                 else:
+                    entry.resetting = True
                     entry.last_used = now
+                    self._quick_resets += 1
                     self._idle.append(entry)
                     if self._waiting:
-                        self._cond.notify()
+                        self._wake_one()
                     return
+            else:
+                entry.last_used = now
+                self._idle.append(entry)
+                if self._waiting:
+                    self._wake_one()
+                return
         reason: str | None
         try:
             reason = self._reset(entry)
@@ -392,6 +428,10 @@ class ServerlessPool:
                     self._cond.notify()
             if not keep:
                 self._discard(entry, reason)
+
+    def _wake_one(self) -> None:
+        with self._lock:
+            self._cond.notify()
 
     def reclaim(self) -> int:
         """Take back every connection still on loan, as `release()` would; returns how many.
@@ -427,8 +467,7 @@ class ServerlessPool:
 
     def drain(self) -> int:
         """Close every idle connection now; the pool stays usable. Returns how many."""
-        with self._lock:
-            idle, self._idle = self._idle, []
+        idle = self._take_idle()
         for entry in idle:
             self._discard(entry, None)
         return len(idle)
@@ -439,11 +478,20 @@ class ServerlessPool:
             if self._closed:
                 return
             self._closed = True
-            idle, self._idle = self._idle, []
             self._cond.notify_all()
-        for entry in idle:
+        for entry in self._take_idle():
             self._discard(entry, None)
         logger.debug("pool %r closed", self.name)
+
+    def _take_idle(self) -> list[_Entry]:
+        """Empty the stack of idle connections (in place: borrowers pop it lock-free)."""
+        taken = []
+        idle = self._idle
+        while True:
+            try:
+                taken.append(idle.pop())
+            except IndexError:
+                return taken
 
     @property
     def closed(self) -> bool:
@@ -563,7 +611,7 @@ class ServerlessPool:
         if self._discards:
             conn._sp_forget_prepared()
             try:
-                _send_reset(pgconn)
+                _reset.send_reset(pgconn)
             except psycopg.Error:
                 return st.RESET_FAILED
             entry.resetting = True
@@ -740,16 +788,9 @@ class ServerlessPool:
 
     def _close_for_shutdown(self) -> None:
         """SIGTERM or exit: close what is idle without waiting for a lock held elsewhere."""
-        if self._lock.acquire(timeout=0.05):
-            try:
-                self._closed = True
-                idle, self._idle = self._idle, []
-            finally:
-                self._lock.release()
-        else:
-            self._closed = True
-            idle = list(self._idle)
-        for entry in idle:
+        # The stack is emptied with atomic pops, which need no lock.
+        self._closed = True
+        for entry in self._take_idle():
             with contextlib.suppress(Exception):
                 entry.conn.close()
 
@@ -770,10 +811,8 @@ class _Borrow:
     __slots__ = ("_conn", "_pool", "_timeout")
 
     _conn: PooledConnection[TupleRow]
-
-    def __init__(self, pool: ServerlessPool, timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
+    _pool: ServerlessPool
+    _timeout: float | None
 
     def __enter__(self) -> PooledConnection[TupleRow]:
         self._conn = conn = self._pool.acquire(self._timeout)
@@ -787,6 +826,9 @@ class _Borrow:
     ) -> None:
         # Leaving the block twice would release twice: the pool refuses that.
         self._pool.release(self._conn)
+
+
+_new_borrow: Final = object.__new__
 
 
 def _disown(conn: PooledConnection[Any]) -> None:

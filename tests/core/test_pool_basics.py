@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -189,6 +192,87 @@ def test_threads_never_share_a_connection(
     assert 1 <= peak[0] <= 3
     assert len(postgres.backends(application_name=app_name)) <= 3
     assert pool.stats()["borrows"] == 8 * 40
+
+
+@pytest.fixture
+def switch_often() -> Iterator[None]:
+    """Make the interpreter switch threads as often as it can, to shake out races."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_threads_never_share_a_connection_when_switching_all_the_time(
+    make_pool: Callable[..., ServerlessPool], switch_often: None
+) -> None:
+    """Borrow and return take no lock in the common case: ownership is list.pop()."""
+    pool = make_pool(max_size=2, acquire_timeout=30)
+    holders: dict[int, int] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(me: int) -> None:
+        try:
+            for _ in range(150):
+                with pool.connection() as conn:
+                    key = id(conn)
+                    with lock:
+                        assert key not in holders, "a connection was lent twice at once"
+                        holders[key] = me
+                    with lock:
+                        del holders[key]
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    stats = pool.stats()
+    assert stats["borrows"] == 6 * 150
+    assert stats["pool_size"] <= 2
+    assert stats["pool_available"] == stats["pool_size"]  # each idle connection once
+    assert stats["connections_opened"] - stats.get("connections_closed", 0) == stats["pool_size"]
+
+
+def test_of_two_threads_returning_one_loan_at_once_exactly_one_fails(
+    make_pool: Callable[..., ServerlessPool], switch_often: None
+) -> None:
+    pool = make_pool(max_size=1)
+    lent: list[Any] = []
+    outcomes: list[str] = []
+    trials = 300
+
+    deadline = time.monotonic() + 60  # every spin below stops by itself
+
+    def give_back() -> None:
+        for trial in range(trials):
+            while len(lent) <= trial and time.monotonic() < deadline:
+                pass  # both threads spin, so both are running when the loan appears
+            if len(lent) <= trial:
+                return
+            try:
+                pool.release(lent[trial])
+                outcomes.append("returned")
+            except PoolError:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=give_back) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for trial in range(trials):
+        while len(outcomes) < 2 * trial and time.monotonic() < deadline:
+            pass
+        assert len(outcomes) == 2 * trial
+        assert pool.stats()["pool_available"] == 1 or trial == 0  # on the stack once
+        lent.append(pool.acquire())
+    for t in threads:
+        t.join(30)
+    assert outcomes.count("returned") == trials
+    assert outcomes.count("refused") == trials
 
 
 def test_warm_opens_connections_ahead_of_use(
