@@ -10,8 +10,10 @@ if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
 fi
 # the TLS tests make their own CA and certificates with the openssl command
 command -v openssl >/dev/null || missing+=(openssl)
-# the counted benchmarks and the instruction-count test run the client under callgrind
+# the counted benchmarks and the instruction-count test run the client under callgrind,
+# with marks built from valgrind's header by the C compiler
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
 # .venv/ is made with python3 -m venv, which Debian ships apart
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

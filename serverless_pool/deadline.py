@@ -10,63 +10,103 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import Final
 
-__all__ = ["current_deadline", "deadline_after", "on_deadlines", "remaining"]
+__all__ = [
+    "current_deadline",
+    "deadline_after",
+    "end_deadline",
+    "on_first_deadline",
+    "remaining",
+    "start_deadline",
+]
 
 _deadline: ContextVar[float | None] = ContextVar("serverless_pool_deadline", default=None)
 
-# How many deadline blocks run in this process, and who wants to know when the first
-# starts and the last ends: work that only a deadline needs can then cost nothing
-# outside of one (see `serverless_pool.silent_server`).
-_active = 0
-_active_lock = threading.Lock()
-_watchers: list[Callable[[bool], None]] = []
+# Work that only a deadline needs is set up when the process's first deadline block
+# starts, and then stays: outside of any deadline it costs nothing, and a process that
+# has had one (a Lambda instance: every invocation has one) pays nothing per block.
+_first_seen = False
+_first_lock = threading.Lock()
+_on_first: list[Callable[[], None]] = []
 
 
-@contextmanager
-def deadline_after(seconds: float) -> Iterator[float]:
-    """Within the block, no borrow waits beyond `seconds` from now."""
+def start_deadline(seconds: float) -> Token[float | None]:
+    """Set the deadline `seconds` from now (or keep an earlier one); `end_deadline()` it.
+
+    `deadline_after` without the context manager, for a caller that runs it for every
+    request and has a ``finally`` already (``make_handler``).
+    """
     deadline = time.monotonic() + seconds
     outer = _deadline.get()
-    if outer is not None:
-        deadline = min(deadline, outer)
-    token = _deadline.set(deadline)
-    _count(1)
-    try:
-        yield deadline
-    finally:
-        _deadline.reset(token)
-        _count(-1)
+    if outer is not None and outer < deadline:
+        deadline = outer
+    if not _first_seen:
+        _start_first()
+    return _deadline.set(deadline)
 
 
-def on_deadlines(watcher: Callable[[bool], None]) -> None:
-    """Call `watcher(True)` when the process's first deadline block starts (now, if one
-    runs already), and `watcher(False)` when the last one ends."""
-    with _active_lock:
-        _watchers.append(watcher)
-        if _active:
-            watcher(True)
+def end_deadline(token: Token[float | None]) -> None:
+    """Restore the deadline `start_deadline()` replaced."""
+    _deadline.reset(token)
 
 
-def _count(step: int) -> None:
-    global _active
-    with _active_lock:
-        _active += step
-        if _active == (1 if step > 0 else 0):
-            for watcher in _watchers:
-                watcher(step > 0)
+class deadline_after:
+    """Within the block, no borrow waits beyond `seconds` from now (nor any wait for the
+    server, see `serverless_pool.silent_server`).
+
+    ``with deadline_after(2.5) as deadline:`` binds the deadline on the `time.monotonic()`
+    clock.
+    """
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def __enter__(self) -> float:
+        self._token = start_deadline(self._seconds)
+        deadline = _deadline.get()
+        assert deadline is not None
+        return deadline
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        end_deadline(self._token)
+
+
+def on_first_deadline(callback: Callable[[], None]) -> None:
+    """Call `callback()` when the process's first deadline block starts (now, if one has)."""
+    with _first_lock:
+        if _first_seen:
+            callback()
+        else:
+            _on_first.append(callback)
 
 
 def _reset_after_fork() -> None:
-    global _active_lock
-    _active_lock = threading.Lock()  # another thread may have held it at fork time
+    global _first_lock
+    _first_lock = threading.Lock()  # another thread may have held it at fork time
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _start_first() -> None:
+    global _first_seen
+    with _first_lock:
+        if _first_seen:
+            return
+        for callback in _on_first:
+            callback()
+        _first_seen = True
 
 
 #: The active deadline on the `time.monotonic()` clock, or None. The context variable's

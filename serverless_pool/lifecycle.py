@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .pool import ServerlessPool
 
-__all__ = ["close_all", "install_sigterm_handler", "live_pools", "register"]
+__all__ = ["close_all", "install_sigterm_handler", "live_pools", "pools_on_loan", "register"]
 
 logger = logging.getLogger("serverless_pool")
 
-_pools: weakref.WeakSet[ServerlessPool] = weakref.WeakSet()
+# Weak references by id: iterating a WeakSet costs a generator and a guard object, and
+# `live_pools()` runs at the end of every Lambda invocation.
+_pools: dict[int, weakref.ref[ServerlessPool]] = {}
 _installed_lock = threading.Lock()
 _sigterm_installed = False
 _process_hooks_installed = False
@@ -34,13 +36,37 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 def live_pools() -> list[ServerlessPool]:
-    return list(_pools)
+    """The pools of this process that are still referenced (closed ones included)."""
+    pools = []
+    for ref in list(_pools.values()):
+        pool = ref()
+        if pool is not None:
+            pools.append(pool)
+    return pools
+
+
+def pools_on_loan() -> list[tuple[ServerlessPool, int]]:
+    """The open pools that have connections on loan, and how many: ``make_handler`` asks
+    at the end of every invocation, and nearly always gets an empty list."""
+    found = []
+    for ref in list(_pools.values()):
+        pool = ref()
+        if pool is not None and not pool.closed:
+            lent = pool.on_loan()
+            if lent:
+                found.append((pool, lent))
+    return found
 
 
 def register(pool: ServerlessPool) -> None:
     """Track `pool` for exit, SIGTERM, fork and SnapStart handling."""
     _install_process_hooks()
-    _pools.add(pool)
+    key = id(pool)
+
+    def forget(_: object) -> None:
+        _pools.pop(key, None)
+
+    _pools[key] = weakref.ref(pool, forget)
     if pool.settings.close_on_sigterm:
         install_sigterm_handler()
 

@@ -246,7 +246,10 @@ class ServerlessPool:
             if ready and not self._closed:
                 entry.loan.append(True)
                 self._quick_borrows += 1
-                conn._sp_fresh = now
+                # Idle time counts from the start of the last borrow: the return needs
+                # no clock then (a borrow longer than ping_after_idle makes the next one
+                # ping, which is all it costs).
+                entry.last_used = conn._sp_fresh = now
                 return conn
         # Back on the stack, for the slow path to look at under the lock.
         idle.append(entry)
@@ -341,6 +344,7 @@ class ServerlessPool:
                 else:
                     closing = None
                     entry.loan.append(True)
+                    entry.last_used = now
                     self._stats.add(st.BORROWS)
                     if waited:
                         self._stats.add(st.WAIT_MS, int((time.monotonic() - started) * 1000))
@@ -357,7 +361,6 @@ class ServerlessPool:
         An open transaction is rolled back, session state the borrower changed is reset,
         and a connection in a state that cannot be cleaned is closed instead.
         """
-        now = _monotonic()
         try:
             entry: _Entry = conn._sp_entry  # type: ignore[attr-defined]
             if entry.owner is not self:
@@ -383,7 +386,6 @@ class ServerlessPool:
             and conn.row_factory is baseline.row_factory
             and conn.server_cursor_factory is baseline.server_cursor_factory
             and not conn._notifies_backlog  # type: ignore[attr-defined]
-            and now < entry.expires_at
             and not self._closed
         ):
             if self._discards:
@@ -395,14 +397,12 @@ class ServerlessPool:
                     pass  # the slow path below closes it
                 else:
                     entry.resetting = True
-                    entry.last_used = now
                     self._quick_resets += 1
                     self._idle.append(entry)
                     if self._waiting:
                         self._wake_one()
                     return
             else:
-                entry.last_used = now
                 self._idle.append(entry)
                 if self._waiting:
                     self._wake_one()
@@ -432,6 +432,13 @@ class ServerlessPool:
     def _wake_one(self) -> None:
         with self._lock:
             self._cond.notify()
+
+    def on_loan(self) -> int:
+        """How many connections are on loan right now."""
+        entries = self._entries
+        if len(entries) <= len(self._idle):  # the common case at the end of a request
+            return 0
+        return sum(1 for entry in list(entries) if entry.loan)
 
     def reclaim(self) -> int:
         """Take back every connection still on loan, as `release()` would; returns how many.

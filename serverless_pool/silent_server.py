@@ -36,7 +36,7 @@ import psycopg
 from psycopg import pq
 
 from .connection import PooledConnection
-from .deadline import current_deadline, on_deadlines
+from .deadline import current_deadline, on_first_deadline
 from .errors import DeadlineExceeded
 
 if TYPE_CHECKING:
@@ -161,13 +161,12 @@ def _abandon(conn: PooledConnection[Any], until: float) -> DeadlineExceeded:
     )
 
 
-def _install(active: bool) -> None:
-    # Outside of any deadline, psycopg's own wait is called directly: not even one more
-    # function call per statement.
-    if active:
-        PooledConnection.wait = deadline_wait  # type: ignore[method-assign,assignment]
-    elif "wait" in PooledConnection.__dict__:
-        del PooledConnection.wait
+def _install() -> None:
+    # Before the process's first deadline, psycopg's own wait is called directly: not
+    # even one more function call per statement. Afterwards the bound wait stays (on
+    # Lambda every invocation has a deadline): changing a class at every invocation would
+    # cost the interpreter its specialized code for every attribute of the connection.
+    PooledConnection.wait = deadline_wait  # type: ignore[method-assign,assignment]
 
 
-on_deadlines(_install)
+on_first_deadline(_install)

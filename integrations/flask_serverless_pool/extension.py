@@ -194,10 +194,10 @@ def get_state(app: Flask) -> PoolState:
 
 
 def _release_context_connection(exc: BaseException | None) -> None:
-    ctx = _cv_app.get()
-    conn = ctx.g.__dict__.pop(_G_KEY, None)
+    conn = _cv_app.get().g.__dict__.pop(_G_KEY, None)
     if conn is not None:
-        ctx.app.extensions[EXTENSION_KEY].pool.release(conn)
+        # The connection's own pool: the app's, whichever extension object lent it.
+        conn._sp_entry.owner.release(conn)
 
 
 class _ContextConnection:

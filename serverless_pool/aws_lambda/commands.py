@@ -81,7 +81,7 @@ class CommandRunner:
 
 def command_of(event: object) -> object | None:
     """The command payload of a direct invocation, or None if `event` is not one."""
-    if isinstance(event, Mapping) and COMMAND_KEY in event:
+    if (type(event) is dict or isinstance(event, Mapping)) and COMMAND_KEY in event:
         payload: object = event[COMMAND_KEY]
         return payload
     return None

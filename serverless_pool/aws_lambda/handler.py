@@ -13,7 +13,7 @@ ASGI lifespan once, and pools closed on SIGTERM (see `serverless_pool.lifecycle`
 from __future__ import annotations
 
 import atexit
-import contextlib
+import binascii
 import logging
 import os
 import signal
@@ -27,13 +27,13 @@ from typing import Any, Final, TextIO
 
 from .. import lifecycle
 from ..checks import log_configuration_problems
-from ..deadline import deadline_after
+from ..deadline import start_deadline
 from ..errors import SettingsError
 from ..settings import running_on_lambda
 from .adapters import TEXT_TYPES, AsgiAdapter, Interface, WsgiAdapter, detect_interface
-from .commands import CommandRunner, command_of
+from .commands import COMMAND_KEY, CommandRunner, command_of
 from .context import LambdaContext
-from .events import classify
+from .events import check_body, classify
 from .extension import register_extension as _register_extension
 from .lifespan import LifespanMode
 from .metrics import counts_between, emf_line
@@ -45,6 +45,7 @@ __all__ = ["LambdaHandler", "make_handler"]
 logger = logging.getLogger("serverless_pool")
 
 _INTERFACES: Final = ("auto", "wsgi", "asgi")
+_SCHEDULE: Final = "aws.events"  # the source of EventBridge's scheduled warm-up events
 _LIFESPANS: Final = ("auto", "on", "off")
 
 
@@ -132,32 +133,56 @@ class LambdaHandler:
             connect_ahead()
 
     def __call__(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        # Written out, for the cost of every invocation: each function call saved here
+        # is worth several checks (see bench/instructions.py).
         self.invocations += 1
-        self.cold_start = self.invocations == 1
-        if self.cold_start:
+        self.cold_start = cold = self.invocations == 1
+        if cold:
             logger.info("cold start: first invocation of this instance")
-        if is_warmup(event, self.warmup_marker):
-            return self._warmup()
-        command = command_of(event)
+        if type(event) is dict:
+            marker = self.warmup_marker
+            maybe_warmup = (marker is not None and event.get(marker)) or event.get(
+                "source"
+            ) == _SCHEDULE
+            if maybe_warmup and is_warmup(event, marker):
+                return self._warmup()
+            # A direct invocation with a command, else an HTTP event.
+            command = event.get(COMMAND_KEY)
+        else:
+            if is_warmup(event, self.warmup_marker):
+                return self._warmup()
+            command = command_of(event)
         if command is None:
             classify(event)  # UnsupportedEvent before any adapter sees it
-            event = _with_multi_value_headers(event)
-        self._start()
-        before = {id(pool): pool.stats() for pool in lifecycle.live_pools()} if self.metrics else {}
-        leaked = 0
-        left = self._time_left(context)
-        bounded = deadline_after(left) if left is not None else contextlib.nullcontext()
+            if "httpMethod" in event and "multiValueHeaders" not in event:
+                event = _with_multi_value_headers(event)
+        if not self._started:
+            self._start()
+        metrics = self.metrics
+        before = {id(pool): pool.stats() for pool in lifecycle.live_pools()} if metrics else None
+        # The invocation's deadline (see `_time_left`), for every borrow and wait.
+        deadline = None
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining is not None:
+            left = self._time_left(remaining())
+            if left is not None:
+                deadline = start_deadline(left)
         try:
-            with bounded:
-                if command is not None:
-                    return self.commands.run(self.app, command)
-                if self.statement_timeout:
-                    with bound_statements_by_deadline():
-                        return self.adapter(event, context)
-                return self.adapter(event, context)
+            if command is not None:
+                return self.commands.run(self.app, command)
+            if self.statement_timeout:
+                with bound_statements_by_deadline():
+                    return self.adapter(event, context)
+            return self.adapter(event, context)
+        except binascii.Error:
+            check_body(event)  # a body that is not base64: UnsupportedEvent says so
+            raise
         finally:
-            leaked = self.leaked = _reclaim_loans(getattr(context, "aws_request_id", ""))
-            if self.metrics:
+            if deadline is not None:
+                deadline.var.reset(deadline)
+            on_loan = lifecycle.pools_on_loan()
+            self.leaked = leaked = _reclaim_loans(on_loan, context) if on_loan else 0
+            if before is not None:
                 self._emit_metrics(context, before, leaked)
 
     def close(self) -> None:
@@ -174,25 +199,26 @@ class LambdaHandler:
             self.adapter.start()
             self._started = True
 
-    def _time_left(self, context: LambdaContext) -> float | None:
+    def _time_left(self, millis: float) -> float | None:
         """Seconds the invocation's borrows may take, or None for no invocation deadline.
 
-        At the start of an invocation, a non-positive remaining time is no deadline at
-        all: Lambda Managed Instances report zero (or less) once an invocation's time
-        is up, and local tools that do not set a deadline report the same; taken at its
-        word, it would make every borrow an instant `PoolTimeout`. Borrows are then
-        bounded by ``acquire_timeout`` alone. The margin never takes more than half of
-        what is left, so a short timeout still leaves time to connect.
+        `millis` is what the context's ``get_remaining_time_in_millis()`` reports at the
+        start of the invocation. A non-positive remaining time is no deadline at all:
+        Lambda Managed Instances report zero (or less) once an invocation's time is up,
+        and local tools that do not set a deadline report the same; taken at its word, it
+        would make every borrow an instant `PoolTimeout`. Borrows are then bounded by
+        ``acquire_timeout`` alone. The margin never takes more than half of what is left,
+        so a short timeout still leaves time to connect.
         """
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        if remaining is None:  # called by hand without a real context: no deadline
-            return None
-        millis = remaining()
-        if not isinstance(millis, int | float) or millis <= 0:
+        if type(millis) is not int and not isinstance(millis, int | float):
+            millis = 0  # not a number: no deadline either
+        if millis <= 0:
             _note_no_deadline(millis)
             return None
         seconds = millis / 1000.0
-        return max(seconds - self.deadline_margin, seconds / 2)
+        left = seconds - self.deadline_margin
+        half = seconds / 2
+        return left if left > half else half
 
     def _warmup(self) -> dict[str, Any]:
         if self.warmup_connect:
@@ -263,20 +289,16 @@ def make_handler(app: Any, **options: Any) -> LambdaHandler:
     return LambdaHandler(app, **options)
 
 
-def _reclaim_loans(request_id: str) -> int:
+def _reclaim_loans(on_loan: list[tuple[Any, int]], context: LambdaContext) -> int:
     """Take back connections the app left borrowed; a leak is logged, then fixed."""
     leaked = 0
-    for pool in lifecycle.live_pools():
-        if pool.closed:
-            continue
-        in_use = pool.stats()["pool_in_use"]
-        if in_use:
-            logger.warning(
-                "pool %r: %d connection(s) still borrowed when invocation %s ended;"
-                " returning them to the pool",
-                pool.name, in_use, request_id or "?",
-            )  # fmt: skip
-            leaked += pool.reclaim()
+    for pool, in_use in on_loan:
+        logger.warning(
+            "pool %r: %d connection(s) still borrowed when invocation %s ended;"
+            " returning them to the pool",
+            pool.name, in_use, getattr(context, "aws_request_id", "") or "?",
+        )  # fmt: skip
+        leaked += pool.reclaim()
     return leaked
 
 

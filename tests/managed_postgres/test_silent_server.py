@@ -11,6 +11,8 @@ with a generous margin for a loaded machine.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -125,16 +127,32 @@ def test_a_commit_the_server_never_answers_has_an_unknown_outcome(
     assert isinstance(failure.value.__cause__, DeadlineExceeded)
 
 
-def test_without_a_deadline_psycopg_waits_as_it_always_does(
-    make_pool: Callable[..., ServerlessPool],
+def test_the_bound_wait_is_installed_at_the_first_deadline_and_stays(
+    postgres: PostgresServer,
 ) -> None:
-    pool = make_pool()
-    assert "wait" not in PooledConnection.__dict__  # psycopg's own: not one call more
-    with deadline_after(5):
-        assert "wait" in PooledConnection.__dict__
-        with pool.connection() as conn:
-            assert conn.execute("SELECT pg_sleep(0.2), 1").fetchone() == ("", 1)
-    assert "wait" not in PooledConnection.__dict__
+    """Before any deadline psycopg's own wait runs, not one call more; from the first on
+    (on Lambda, the first invocation) the bound wait stays: changing the class at every
+    invocation would cost the interpreter its specialized code for the connection."""
+    code = f"""
+import sys
+from serverless_pool import ServerlessPool, deadline_after
+from serverless_pool.connection import PooledConnection
+pool = ServerlessPool({postgres.conninfo()!r}, environ={{}})
+with pool.connection() as conn:
+    conn.execute("SELECT 1")
+before = "wait" in PooledConnection.__dict__
+with deadline_after(5), pool.connection() as conn:
+    during = "wait" in PooledConnection.__dict__
+    assert conn.execute("SELECT pg_sleep(0.2), 1").fetchone() == ("", 1)
+with pool.connection() as conn:  # no deadline: psycopg's wait, with no bound
+    assert conn.execute("SELECT pg_sleep(0.2), 2").fetchone() == ("", 2)
+print(before, during, "wait" in PooledConnection.__dict__)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True"]
 
 
 def test_kernel_timeouts_are_set_unless_the_connection_string_sets_them(
