@@ -155,6 +155,10 @@ def simulate(
             ]
         for shape in shapes:
             _check_size(shape, url)
+        if any(spec(x).proxy for shape in shapes for x in shape.strategies):
+            from ..testing.pgbouncer import find_pgbouncer
+
+            find_pgbouncer()  # before any run: a missing binary is said at once
         planned = sum(s.users * params.burst * params.waves * len(s.strategies) for s in shapes)
         counter = _Counter(progress, planned)
         results = []
