@@ -1,6 +1,9 @@
-"""The server's connection budget: how many sessions a fleet of pools may hold.
+"""The server's connection budget, and how many sessions a fleet of pools may hold.
 
-Every integration's check command reads it the same way, from the server itself.
+Every check command reads the budget the same way, from the server itself, and counts
+the fleet the same way: ``max_size`` per process × worker processes per execution
+environment (``AWS_LAMBDA_MAX_CONCURRENCY`` on Lambda Managed Instances, 1 on on-demand
+Lambda) × environments.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["Budget", "read_budget"]
+__all__ = ["Budget", "Fleet", "read_budget"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,39 @@ class Budget:
     def free(self) -> int:
         return max(0, self.max_connections - self.reserved - self.in_use)
 
-    def fits(self, max_size: int, instances: int) -> bool:
-        """Whether `instances` pools of `max_size` connections fit in the usable slots."""
-        return max_size * instances <= self.usable
+
+@dataclass(frozen=True)
+class Fleet:
+    """The connections a fleet of execution environments may hold at once.
+
+    One environment runs `workers_per_environment` processes (Lambda Managed Instances
+    forks ``AWS_LAMBDA_MAX_CONCURRENCY`` of them; on-demand Lambda runs one), each with a
+    pool of up to `max_size` connections. `environments` is how many environments may
+    run at once (the function's concurrency), or None when nobody said.
+    """
+
+    max_size: int
+    workers_per_environment: int = 1
+    environments: int | None = None
+
+    @property
+    def per_environment(self) -> int:
+        """Connections one execution environment may hold."""
+        return self.max_size * self.workers_per_environment
+
+    @property
+    def connections(self) -> int | None:
+        """Connections the whole fleet may hold (None without `environments`)."""
+        return None if self.environments is None else self.per_environment * self.environments
+
+    def fits(self, budget: Budget) -> bool | None:
+        """Whether the fleet fits in the server's usable slots (None without `environments`)."""
+        needed = self.connections
+        return None if needed is None else needed <= budget.usable
+
+    def environments_that_fit(self, budget: Budget) -> int:
+        """How many environments the usable slots hold at this size."""
+        return budget.usable // self.per_environment
 
 
 def read_budget(conn: psycopg.Connection[Any]) -> Budget:

@@ -21,10 +21,9 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .budget import Budget
     from .settings import PoolSettings, Setting
 
 __all__ = ["main"]
@@ -74,17 +73,31 @@ def _build_parser() -> argparse.ArgumentParser:
         "check",
         help="connect once and check the server, the settings and the connection budget",
         description="Connect once through a ServerlessPool; print the server version, the"
-        " effective settings, the connection budget and whether the fleet fits in it.",
+        " effective settings, what the pool's session runs with, the connection budget and"
+        " whether the fleet fits in it. The same report as manage.py serverless_pool check"
+        " and flask serverless-pool check.",
         epilog="Exit codes: 0 the check passed, 1 a problem was found (cannot connect,"
         " the fleet does not fit, settings that pin RDS Proxy sessions), 2 bad input.",
     )
     _add_url(check)
     check.add_argument(
+        "--expected-environments",
         "--expected-instances",
-        type=_positive_int("--expected-instances"),
+        dest="environments",
+        type=_positive_int("--expected-environments"),
         metavar="N",
-        help="how many instances (Lambda concurrency) will run a pool at once",
+        help="how many Lambda execution environments (instances) may run at once: the"
+        " function's (reserved) concurrency on on-demand Lambda",
     )
+    check.add_argument(
+        "--workers-per-environment",
+        dest="workers",
+        type=_positive_int("--workers-per-environment"),
+        metavar="N",
+        help="worker processes per environment, each with its own pool: AWS_LAMBDA_MAX_"
+        "CONCURRENCY on Lambda Managed Instances (default: read from that variable, else 1)",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_setting_options(check)
     check.set_defaults(run=_run_check)
 
@@ -261,21 +274,12 @@ def _source(setting: Setting, given: Mapping[str, str]) -> str:
     return f"default ({setting.default_doc})" if setting.default_doc else "default"
 
 
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def _setting_lines(values: Mapping[str, object], given: Mapping[str, str]) -> list[str]:
     """``name  value  source`` for every setting, in schema order, aligned."""
+    from .checks import show_value
     from .settings import SCHEMA
 
-    shown = [(s.name, _show(values[s.name]), _source(s, given)) for s in SCHEMA]
+    shown = [(s.name, show_value(values[s.name]), _source(s, given)) for s in SCHEMA]
     name_width = max(len(name) for name, _, _ in shown)
     value_width = max(len(value) for _, value, _ in shown)
     return [f"{n:<{name_width}}  {v:<{value_width}}  {src}" for n, v, src in shown]
@@ -306,166 +310,46 @@ def _run_check(args: argparse.Namespace, out: TextIO) -> int:
     settings = _load_settings(given)
     secret = _password_of(url)
 
+    from .checks import Report, check_database, fleet_of, setting_rows
     from .conninfo import describe_conninfo, parse_conninfo
     from .errors import SettingsError
+    from .pool import ServerlessPool
+    from .settings import SCHEMA, running_on_lambda, workers_per_environment
 
     try:
         params = parse_conninfo(url)
     except SettingsError as err:
         raise UsageError(_scrub(str(err), secret)) from None
+    by_name = {s.name: s for s in SCHEMA}
 
-    print(f"target:   {describe_conninfo(url)}", file=out)
-    print("settings:", file=out)
-    for line in _setting_lines(settings.as_dict(), given):
-        print("  " + line, file=out)
+    def source_of(name: str) -> tuple[str, bool]:
+        setting = by_name[name]
+        return _source(setting, given), name in given or setting.env_var in os.environ
 
-    import psycopg
-
-    from .budget import read_budget
-    from .pool import ServerlessPool
-
-    try:
-        with (
-            ServerlessPool(url, settings=settings, environ=os.environ) as pool,
-            pool.connection() as conn,
-        ):
-            version = conn.execute("SHOW server_version").fetchone()
-            budget = read_budget(conn)
-    except psycopg.Error as err:
-        message = _scrub(" ".join(str(err).split()), secret)
-        print(f"server:   UNREACHABLE: {message}", file=out)
-        print("result:   FAILED (cannot connect)", file=out)
-        return PROBLEM
-    print(f"server:   PostgreSQL {version[0] if version else '?'}", file=out)
-
-    problems = _print_budget(out, budget, settings.max_size, args.expected_instances)
-    if settings.proxy_mode == "direct" and not settings.idle_session_timeout:
-        print(
-            "note:     idle_session_timeout is 0: an instance frozen by Lambda keeps its slot"
-            " until the server or the network ends the session; set it (900 is the default"
-            " on Lambda) so the server takes the slot back",
-            file=out,
-        )
-    for warning in settings.session_state_warnings():
-        print(f"warning:  {warning}", file=out)
-    if settings.proxy_mode == "rds-proxy":
-        problems += _print_pinning(out, settings, params)
-    if problems:
-        print(f"result:   {len(problems)} problem(s): {'; '.join(problems)}", file=out)
-        return PROBLEM
-    print("result:   ok", file=out)
-    return OK
-
-
-def _print_budget(out: TextIO, budget: Budget, max_size: int, instances: int | None) -> list[str]:
-    def limit(value: int | None) -> str:
-        return "none" if value is None else str(value)
-
-    print("budget:", file=out)
-    rows = (
-        ("max_connections", budget.max_connections),
-        ("reserved (superuser)", budget.reserved),
-        ("role connection limit", limit(budget.role_limit)),
-        ("database connection limit", limit(budget.database_limit)),
-        ("usable slots", budget.usable),
-        ("in use now (all clients)", budget.in_use),
-        ("free now", budget.free),
+    rows = setting_rows(settings, source_of)
+    on_lambda = running_on_lambda(os.environ)
+    fleet, note = fleet_of(
+        settings,
+        explicit=[row.name for row in rows if row.explicit],
+        on_lambda=on_lambda,
+        workers_per_environment=args.workers or workers_per_environment(os.environ),
+        environments=args.environments,
     )
-    for label, value in rows:
-        print(f"  {label:<26}  {value}", file=out)
-    if instances is None:
-        fit = budget.usable // max_size
-        print(
-            f"fleet:    at max_size={max_size}, up to {fit} instances fit in"
-            f" {budget.usable} usable slots (give --expected-instances to check a fleet)",
-            file=out,
+    with ServerlessPool(url, settings=settings, environ=os.environ) as pool:
+        database = check_database(
+            pool,
+            name=settings.name,
+            target=describe_conninfo(url),
+            settings=rows,
+            fleet=fleet,
+            fleet_note=note,
+            on_lambda=on_lambda,
+            conninfo_params=params,
+            secrets=[secret] if secret else [],
         )
-        return []
-    needed = max_size * instances
-    if budget.fits(max_size, instances):
-        print(
-            f"fleet:    fits: max_size {max_size} x {instances} instances = {needed}"
-            f" connections <= {budget.usable} usable slots",
-            file=out,
-        )
-        return []
-    print(
-        f"fleet:    DOES NOT FIT: max_size {max_size} x {instances} instances = {needed}"
-        f" connections > {budget.usable} usable slots; lower max_size, cap the function's"
-        " reserved concurrency, or put RDS Proxy or PgBouncer in front",
-        file=out,
-    )
-    return [f"the fleet needs {needed} connections, the server allows {budget.usable}"]
-
-
-def _print_pinning(out: TextIO, settings: PoolSettings, params: Mapping[str, Any]) -> list[str]:
-    """What would pin a session to its client behind RDS Proxy, and what the pool does."""
-    problems: list[str] = []
-    items: list[tuple[str, str, str]] = []
-
-    options = str(params.get("options") or "").strip()
-    if options:
-        items.append((
-            "startup options",
-            "PINS",
-            "the connection string sets `options` (session parameters at startup):"
-            " set them on the role or in the DB parameter group instead",
-        ))  # fmt: skip
-        problems.append("the connection string sets startup options")
-    else:
-        items.append((
-            "startup options",
-            "ok",
-            "the pool sends no `options` behind RDS Proxy (its server-side timeouts are"
-            " not set per session in this mode: set them on the role or parameter group)",
-        ))  # fmt: skip
-
-    items.append((
-        "session SET",
-        "ok",
-        "the pool itself never runs SET or set_config(); in your code use SET LOCAL"
-        " inside a transaction, never a plain SET",
-    ))  # fmt: skip
-
-    if settings.prepare_threshold is None:
-        items.append((
-            "prepared statements",
-            "ok",
-            "prepare_threshold=none: psycopg never prepares statements on the server",
-        ))  # fmt: skip
-    else:
-        items.append((
-            "prepared statements",
-            "PINS",
-            f"prepare_threshold={settings.prepare_threshold}: psycopg prepares a statement"
-            " after that many runs; set prepare_threshold=none",
-        ))  # fmt: skip
-        problems.append(f"prepare_threshold={settings.prepare_threshold} prepares statements")
-
-    items.append((
-        "temporary tables",
-        "your code",
-        "CREATE TEMP TABLE pins until the session ends; the pool cannot undo it for"
-        " the proxy. Use ordinary tables or CTEs in requests",
-    ))  # fmt: skip
-    items.append((
-        "advisory locks",
-        "your code",
-        "pg_advisory_lock() pins; use pg_advisory_xact_lock() inside a transaction",
-    ))  # fmt: skip
-
-    # reset_on_return=always is refused with a proxy mode (see PoolSettings).
-    items.append((
-        "session reset",
-        "ok",
-        "no DISCARD ALL is sent behind RDS Proxy (the proxy resets sessions itself); the"
-        " pool restores only the connection's Python-side state",
-    ))  # fmt: skip
-
-    print("rds-proxy pinning (what would pin a session, and what the pool does):", file=out)
-    for label, verdict, detail in items:
-        print(f"  {label:<20}  {verdict:<9}  {detail}", file=out)
-    return problems
+    report = Report([database])
+    print(report.to_json() if args.json else report.render(), file=out)
+    return report.exit_code
 
 
 def _password_of(conninfo: str) -> str | None:

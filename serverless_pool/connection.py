@@ -43,6 +43,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.errors import Diagnostic
 from psycopg.rows import Row
 
+from . import failover
 from .liveness import watch_socket
 
 __all__ = [
@@ -75,6 +76,8 @@ RETRY_WINDOW: Final = 0.1
 _SEND_FAILURES: Final = ("sending ", "flushing failed")
 _CURSOR_EXECUTE: Any = psycopg.Cursor.execute
 _CHECK_RESULTS: Any = psycopg.Cursor._check_results
+
+_READ_ONLY_SERVER = b"25006"
 
 
 class Baseline:
@@ -202,10 +205,13 @@ class PooledConnection(psycopg.Connection[Row]):
     # A poll object on the server connection's socket, made at connect time and again
     # when the server connection is swapped, so a check costs one system call.
     _sp_watch: Any = None
+    # The session runs over TLS (libpq then reads one TLS record at a time).
+    _sp_tls: bool = False
 
     def _sp_setup(self) -> Baseline:
         """After the pool configured the connection: watch it, and take its baseline."""
         self._sp_watch = watch_socket(self.pgconn.socket)
+        self._sp_tls = bool(self.pgconn.ssl_in_use)
         self.add_notice_handler(_GoodbyeWatch(self))
         baseline = Baseline(self)
         self._sp_unclean = False
@@ -282,6 +288,7 @@ class PooledConnection(psycopg.Connection[Row]):
         dead = self.pgconn
         self.pgconn = other.pgconn
         self._sp_watch = watch_socket(self.pgconn.socket)
+        self._sp_tls = bool(self.pgconn.ssl_in_use)
         self._sp_terminated = False
         # psycopg routes notices and notifications through weak references to the
         # owning connection: point them at this object.
@@ -432,6 +439,16 @@ class PooledConnection(psycopg.Connection[Row]):
         self._sp_unclean = True
         super().tpc_begin(xid)
 
+    # -- failover (issue 15): see `serverless_pool.failover` -------------------------
+    # While a deadline is active, `serverless_pool.silent_server` bounds wait() here.
+
+    # Set by a pool for writes: called when a statement found the server read-only.
+    _sp_on_read_only: Callable[[PooledConnection[Any]], None] | None = None
+
+    def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
+        gen = super()._exec_command(command, result_format)
+        return failover.watch_commit(self, gen) if command == b"COMMIT" else gen
+
 
 class PooledCursorMixin:
     """Hooks the pool needs in a cursor; mix it in front of any psycopg cursor class.
@@ -527,6 +544,13 @@ class PooledCursorMixin:
         ):
             self._conn._sp_answered = True
         _CHECK_RESULTS(self, results)
+
+    def _raise_for_result(self, result: Any) -> Any:
+        # psycopg's way out for a failed statement: nothing on the success path. A write
+        # that found the server read-only (failover) must not leave the connection in use.
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == _READ_ONLY_SERVER:
+            failover.found_read_only(self._conn)
+        return super()._raise_for_result(result)  # type: ignore[misc]
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         conn = self._conn

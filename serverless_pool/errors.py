@@ -10,7 +10,10 @@ from __future__ import annotations
 import psycopg
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConnectionFailed",
+    "CredentialsUnavailable",
+    "DeadlineExceeded",
     "PoolClosed",
     "PoolError",
     "PoolTimeout",
@@ -41,6 +44,37 @@ class ConnectionFailed(PoolError):
 
     Wrong password, unknown database or role, unreachable host: these fail at once,
     without a retry. The message says which, and never contains the password.
+    """
+
+
+class CredentialsUnavailable(PoolError):
+    """The credentials for a new connection could not be had (no connection was tried).
+
+    Raised when a credential provider (a Secrets Manager secret, an RDS IAM token) fails:
+    the secret does not exist or is not readable by the function's role, it is not in
+    RDS's JSON format, AWS could not be reached in time, or boto3 is missing. The
+    message names the provider and the cause; it never contains a secret value.
+    """
+
+
+class DeadlineExceeded(PoolError):
+    """The server did not answer before the deadline of the invocation.
+
+    Raised from a statement (or a commit, a fetch...) that was waiting for the server
+    when the deadline (`serverless_pool.deadline`) passed: the server stopped answering
+    (a network partition, a frozen process, a proxy that stopped forwarding) or is too
+    slow. The statement was cancelled on the server where possible and the connection
+    was closed, so it is never reused. The statement may or may not have run.
+    """
+
+
+class CommitOutcomeUnknown(PoolError):
+    """The connection was lost after ``COMMIT`` was sent and before the server answered.
+
+    The transaction may have been committed or rolled back: the client cannot know.
+    The pool never retries it. Decide in the application: check whether the
+    transaction's effects are there (e.g. by an idempotency key) before doing it again.
+    The cause (the lost connection, or `DeadlineExceeded`) is chained as ``__cause__``.
     """
 
 

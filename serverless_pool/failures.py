@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["failure_kind", "is_transient"]
+__all__ = ["failure_kind", "is_login_rejected", "is_transient"]
 
 _TRANSIENT: Final = (
     "too many clients",  # PostgreSQL, SQLSTATE 53300
@@ -23,10 +23,26 @@ _TRANSIENT: Final = (
     "the database system is not yet accepting connections",  # 57P03
     "no more connections allowed",  # PgBouncer max_client_conn
     "pgbouncer cannot connect to server",  # PgBouncer, server down or full
+    # libpq's target_session_attrs found a read-only server (a replica, or a demoted
+    # writer while DNS still points at it after a failover): the writer may come back.
+    "session is read-only",
+    "server is in hot standby mode",
+)
+
+# The server refused the login itself (SQLSTATE 28P01 and 28000): new credentials (a
+# rotated secret, a new IAM token, even another user) may be let in.
+_LOGIN_REJECTED: Final = (
+    "password authentication failed",  # 28P01
+    "pam authentication failed",  # 28P01 from RDS for an IAM token
+    "sasl authentication failed",  # PgBouncer
+    "no pg_hba.conf entry",  # 28000
+    "pg_hba.conf rejects connection",  # 28000
+    "is not permitted to log in",  # 28000
 )
 
 _KINDS: Final = (
     ("password authentication failed", "wrong password or user"),
+    ("pam authentication failed", "login token rejected (PAM)"),
     ("sasl authentication failed", "wrong password or user"),  # PgBouncer's wording
     ("no such database", "unknown database"),  # PgBouncer's wording
     ("no password supplied", "no password given"),
@@ -48,6 +64,12 @@ def is_transient(err: BaseException) -> bool:
     """Whether a connect failure may succeed if tried again shortly."""
     text = str(err).lower()
     return any(marker in text for marker in _TRANSIENT)
+
+
+def is_login_rejected(err: BaseException) -> bool:
+    """Whether the server refused the credentials themselves (28P01, 28000)."""
+    text = str(err).lower()
+    return any(marker in text for marker in _LOGIN_REJECTED)
 
 
 def failure_kind(err: BaseException) -> str:

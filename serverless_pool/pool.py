@@ -23,13 +23,21 @@ from psycopg import pq
 from psycopg.rows import TupleRow
 
 from . import deadline as _deadline
-from . import lifecycle
+from . import failover, lifecycle, silent_server
 from . import reset as _reset
 from . import stats as st
 from .connection import PooledConnection, PooledCursor, PooledServerCursor
 from .conninfo import describe_conninfo, parse_conninfo
-from .errors import ConnectionFailed, PoolClosed, PoolError, PoolTimeout, SettingsError
-from .failures import failure_kind, is_transient
+from .credentials import provider_for
+from .errors import (
+    ConnectionFailed,
+    CredentialsUnavailable,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    SettingsError,
+)
+from .failures import failure_kind, is_login_rejected, is_transient
 from .liveness import ping
 from .settings import PoolSettings
 
@@ -133,6 +141,7 @@ class ServerlessPool:
             )
         self._conninfo = conninfo
         self._password = password
+        self._credentials = provider_for(password, self.settings)
         self._configure = configure
         self.name = self.settings.name
 
@@ -196,7 +205,11 @@ class ServerlessPool:
                         ready = _read_reset(conn.pgconn) == _RESET_DONE
                         if ready:
                             entry.resetting = False
-                            ready = not conn._sp_terminated
+                            # A goodbye read with the answer was parsed (a notice); over
+                            # TLS libpq reads one record at a time, so look for more.
+                            ready = not conn._sp_terminated and not (
+                                conn._sp_tls and conn._sp_watch.poll(0)
+                            )
                             if conn._notifies_backlog:
                                 conn._notifies_backlog.clear()  # sent before the UNLISTEN
                     else:
@@ -574,19 +587,31 @@ class ServerlessPool:
         """Open one connection, retrying transient refusals with jittered backoff."""
         settings = self.settings
         attempt = 0
+        renewed = False  # new credentials were tried after a rejected login
         while True:
             attempt += 1
             with self._lock:
                 self._stats.add(st.CONNECT_ATTEMPTS)
             try:
                 conn = self._open()
+            except CredentialsUnavailable:
+                with self._lock:
+                    self._stats.add(st.CONNECT_ERRORS)
+                raise
             except psycopg.OperationalError as err:
+                if not renewed and self._login_renewed(err):
+                    renewed = True
+                    continue
                 if not is_transient(err):
                     with self._lock:
                         self._stats.add(st.CONNECT_ERRORS)
+                    credentials = self._credentials
+                    after = "" if credentials is None else f", login from {credentials.description}"
+                    if renewed:
+                        after += " renewed once"
                     raise ConnectionFailed(
                         f"the pool {self.name!r} could not connect"
-                        f" ({failure_kind(err)}, not retried): {_reason(err)}"
+                        f" ({failure_kind(err)}{after}, not retried): {_reason(err)}"
                     ) from err
                 delay = random.uniform(
                     0, min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (attempt - 1))
@@ -612,6 +637,17 @@ class ServerlessPool:
                 self._stats.add(st.CONNECTIONS_OPENED)
             return conn
 
+    def _login_renewed(self, err: psycopg.OperationalError) -> bool:
+        """After a rejected login: True if the credential provider has new credentials."""
+        credentials = self._credentials
+        if credentials is None or not is_login_rejected(err) or not credentials.rejected():
+            return False
+        logger.info(
+            "pool %r: the server rejected the login; trying once more with %s renewed",
+            self.name, credentials.description,
+        )  # fmt: skip
+        return True
+
     def _open(self) -> PooledConnection[Any]:
         settings = self.settings
         conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
@@ -630,8 +666,12 @@ class ServerlessPool:
             extra["connect_timeout"] = max(2, round(timeout))
         if "application_name" not in params:
             extra["application_name"] = settings.application_name
-        if self._password is not None:
+        if self._credentials is not None:
+            extra.update(self._credentials.login(params))
+        elif self._password is not None:
             extra["password"] = self._password() if callable(self._password) else self._password
+        extra.update(silent_server.tcp_params(settings, params))
+        extra.update(failover.session_attrs(settings, params))
         if settings.uses_session_state:
             options = _session_options(settings)
             if options:
@@ -650,6 +690,9 @@ class ServerlessPool:
             if secret and secret in str(err):
                 raise psycopg.OperationalError(str(err).replace(secret, "…")) from None
             raise
+        if not settings.read_only:
+            failover.check_writable(conn)
+            conn._sp_on_read_only = self._left_read_only_server
         # Set up from the connection arguments: as the pool wants it. What the
         # configure callback sets up too is the baseline every return restores.
         conn.cursor_factory = PooledCursor
@@ -659,6 +702,18 @@ class ServerlessPool:
             self._configure(conn)
         conn._sp_baseline = conn._sp_setup()
         return conn
+
+    def _left_read_only_server(self, conn: PooledConnection[Any]) -> None:
+        """A write found the server read-only (25006): close the connection at once, so
+        that no later statement of a pool for writes goes to it; the next borrow
+        reconnects (to a writable server, with backoff within the deadline)."""
+        with self._lock:
+            self._stats.add(st.READ_ONLY_ERRORS)
+        logger.warning(
+            "pool %r: the server is read-only (a failover?); closing the connection", self.name
+        )
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def _replace_server_connection(self, conn: PooledConnection[Any], reason: str) -> bool:
         """Give a borrowed connection object a new server session (nothing ran on it)."""

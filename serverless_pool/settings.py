@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal
@@ -163,6 +164,27 @@ def _optional_threshold(value: object) -> int | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "off"}):
         return None
     return _int_at_least(0)(value)
+
+
+def _optional_text(pattern: str, what: str) -> Callable[[object], str | None]:
+    compiled = re.compile(pattern)
+
+    def parse(value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str) and compiled.fullmatch(value.strip()):
+            return value.strip()
+        raise ValueError(f"expected {what}")
+
+    return parse
+
+
+# A Secrets Manager secret: its ARN (any partition) or its name.
+_SM_RESOURCE = (
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}"
+    r"|[A-Za-z0-9/_+=.@-]{1,512}"
+)
+_REGION = r"[a-z]{2}(-[a-z]+)+-\d{1,2}"
 
 
 def _name(value: object) -> str:
@@ -326,6 +348,53 @@ SCHEMA: Final[tuple[Setting, ...]] = (
         "`application_name` of new connections, unless the conninfo sets one.",
     ),
     Setting(
+        "read_only",
+        _parse_bool,
+        False,
+        "The pool serves reads only and may keep connections to a read-only server (a"
+        " replica). By default a pool is for writes: in direct mode it connects only to"
+        " a server that accepts writes (libpq's `target_session_attrs=read-write`, which"
+        " also picks the writer of a multi-host connection string), retries a read-only"
+        " one with backoff within the deadline, and closes a connection whose statement"
+        " found the server read-only (SQLSTATE 25006).",
+    ),
+    Setting(
+        "secret_arn",
+        _optional_text(_SM_RESOURCE, "the ARN or name of a Secrets Manager secret"),
+        None,
+        "Secrets Manager secret (ARN or name) in RDS's JSON format: user and password"
+        " come from it, and host, port and dbname where the connection string has none."
+        " Fetched at the first connection and cached; fetched again once when the server"
+        " rejects the password. Needs boto3 (`serverless-pool[aws]`).",
+        "none",
+    ),
+    Setting(
+        "iam_auth",
+        _parse_bool,
+        False,
+        "Log in with an RDS IAM authentication token for the connection's host, port and"
+        " user instead of a password, generated for a new connection and reused until a"
+        " minute before its 15 minutes run out. Needs TLS (`sslmode=require` or"
+        " stricter; `require` is set when the connection string has no sslmode) and boto3.",
+    ),
+    Setting(
+        "aws_region",
+        _optional_text(_REGION, "an AWS region name such as 'eu-west-1'"),
+        None,
+        "AWS region of the secret or the database for `secret_arn` and `iam_auth`.",
+        "the secret ARN's, else AWS_REGION",
+    ),
+    Setting(
+        "tcp_timeout",
+        _seconds(allow_zero=True),
+        10.0,
+        "Seconds after which the client's kernel gives up on a server that stops"
+        " acknowledging what was sent or the keepalive probes of an idle connection"
+        " (libpq's `tcp_user_timeout` and `keepalives_*`); 0 leaves the operating"
+        " system's defaults (minutes). A server that is alive never trips it, however"
+        " long its query runs.",
+    ),
+    Setting(
         "close_on_sigterm",
         _parse_bool,
         True,
@@ -360,6 +429,11 @@ class PoolSettings:
     retry_backoff: float
     retry_backoff_max: float
     application_name: str
+    read_only: bool
+    secret_arn: str | None
+    iam_auth: bool
+    aws_region: str | None
+    tcp_timeout: float
     close_on_sigterm: bool
 
     @classmethod
@@ -440,6 +514,12 @@ class PoolSettings:
             raise SettingsError(both("min_size", "max_size"))
         if resolved["retry_backoff"] > resolved["retry_backoff_max"]:
             raise SettingsError(both("retry_backoff", "retry_backoff_max"))
+        if resolved["secret_arn"] and resolved["iam_auth"]:
+            raise SettingsError(
+                f"secret_arn ({origins['secret_arn']}) and iam_auth ({origins['iam_auth']})"
+                " are both set: a connection logs in either with the secret's password or"
+                " with an IAM token; keep one"
+            )
         return cls(**resolved)
 
     def replace(self, **changes: object) -> PoolSettings:

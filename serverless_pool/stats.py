@@ -16,6 +16,7 @@ __all__ = [
     "CONNECT_ERRORS",
     "CONNECT_RETRIES",
     "PINGS",
+    "READ_ONLY_ERRORS",
     "REPLACED_PREFIX",
     "RESETS",
     "REUSED",
@@ -41,6 +42,8 @@ PINGS: Final = "pings"
 RESETS: Final = "resets"
 ROLLBACKS: Final = "rollbacks"
 STATEMENT_RETRIES: Final = "statement_retries"
+#: writes that found the server read-only (25006); each closed its connection
+READ_ONLY_ERRORS: Final = "read_only_errors"
 #: ``replaced_<reason>`` counts connections thrown away, by reason
 REPLACED_PREFIX: Final = "replaced_"
 

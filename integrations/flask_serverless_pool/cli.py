@@ -1,6 +1,12 @@
 """``flask serverless-pool``: check the database and its connection budget, show the
-settings and the stats. Nothing printed here ever includes a password: the target is
-shown through `describe_conninfo`, and settings hold no secrets.
+settings and the stats.
+
+``check`` prints the report every check command prints (`serverless_pool.checks`): the
+same problems, words and ``--json`` as ``serverless-pool check`` and ``manage.py
+serverless_pool check``. The group is also a ``flask.commands`` entry point, so it is
+found before the app is loaded, and a bad setting in the config or the environment
+(which stops the app from loading) is one clear line, not a traceback. Nothing printed
+here ever includes a password.
 """
 
 from __future__ import annotations
@@ -8,84 +14,121 @@ from __future__ import annotations
 import json
 
 import click
-import psycopg
-from flask import current_app
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import ScriptInfo
 
-from serverless_pool.budget import read_budget
-from serverless_pool.conninfo import redact
+from serverless_pool.budget import Fleet
+from serverless_pool.checks import (
+    DatabaseReport,
+    Report,
+    SettingRow,
+    check_database,
+    fleet_of,
+    setting_rows,
+)
+from serverless_pool.conninfo import parse_conninfo
+from serverless_pool.errors import SettingsError
+from serverless_pool.settings import SCHEMA, running_on_lambda, workers_per_environment
 
-from .extension import get_state
+from .config import CONFIG_KEYS
+from .extension import PoolState, get_state
 
 __all__ = ["pool_cli"]
 
-pool_cli = AppGroup(
+_ENV_VARS = {setting.name: key for key, setting in CONFIG_KEYS.items()}
+_DEFAULT_DOCS = {setting.name: setting.default_doc for setting in SCHEMA}
+
+
+class BadSettings(click.ClickException):
+    """The app's serverless-pool settings are wrong: exit status 2, as for bad input."""
+
+    exit_code = 2
+
+
+pool_cli = click.Group(
     "serverless-pool", help="Check the database and show serverless-pool settings and stats."
 )
 
 
 @pool_cli.command("check")
 @click.option(
+    "--environments",
     "--instances",
+    "environments",
     type=click.IntRange(min=1),
     default=None,
-    help="Instances (e.g. Lambda concurrency) expected to run at once; fails if their"
-    " pools cannot all fit in the server's connection slots.",
+    help="Lambda execution environments (instances) that may run at once: the function's"
+    " (reserved) concurrency. Fails if their pools cannot all fit in the server's"
+    " connection slots.",
 )
-def check_command(instances: int | None) -> None:
-    """Connect through the pool, then report the server's connection budget."""
-    state = get_state(current_app)
+@click.option(
+    "--workers-per-environment",
+    "workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes per environment, each with its own pool: AWS_LAMBDA_MAX_"
+    "CONCURRENCY on Lambda Managed Instances (default: read from that variable, else 1).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check_command(environments: int | None, workers: int | None, as_json: bool) -> None:
+    """Connect through the pool; report the server, the session, the budget and the fleet."""
+    state = get_state(_app())
     pool = state.pool
-    click.echo(f"database: {state.target}")
-    try:
-        with pool.connection() as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-            budget = read_budget(conn)
-    except psycopg.Error as err:
-        # Messages from the core are already free of secrets; libpq's are redacted.
-        raise click.ClickException(f"cannot use the database: {_safe(err)}") from None
-    click.echo(f"server version: {version[0] if version else 'unknown'}")
-    click.echo(
-        f"max_connections: {budget.max_connections} (reserved: {budget.reserved},"
-        f" usable by this role: {budget.usable}, in use now: {budget.in_use},"
-        f" free now: {budget.free})"
+    conninfo = state.config.conninfo
+    params = parse_conninfo(conninfo)
+    password = params.get("password")
+    rows = _rows(state)
+    on_lambda = running_on_lambda()
+    fleet, note = fleet_of(
+        pool.settings,
+        explicit=[row.name for row in rows if row.explicit],
+        on_lambda=on_lambda,
+        workers_per_environment=workers or workers_per_environment(),
+        environments=environments,
     )
-    max_size = pool.settings.max_size
-    click.echo(f"pool max_size per instance: {max_size}")
-    click.echo(f"instances that fit: {budget.usable // max_size}")
-    if instances is not None:
-        if not budget.fits(max_size, instances):
-            raise click.ClickException(
-                f"{instances} instances x max_size {max_size} = {instances * max_size}"
-                f" connections, more than the {budget.usable} this role can get;"
-                " lower the concurrency or max_size, or put a proxy in front"
-            )
-        click.echo(f"ok: {instances} instances x max_size {max_size} fit in {budget.usable}")
-    click.echo("ok")
+    database = check_database(
+        pool,
+        name=pool.name,
+        target=state.target,
+        settings=rows,
+        fleet=fleet,
+        fleet_note=note,
+        on_lambda=on_lambda,
+        conninfo_params=params,
+        secrets=[str(password)] if password else [],
+    )
+    report = Report([database])
+    click.echo(report.to_json() if as_json else report.render())
+    if not report.ok:
+        raise click.exceptions.Exit(report.exit_code)
 
 
 @pool_cli.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def settings_command(as_json: bool) -> None:
     """Show the pool's settings and where each came from (config, environment, default)."""
-    state = get_state(current_app)
-    values = state.pool.settings.as_dict()
-    sources = state.config.sources
+    state = get_state(_app())
+    pool = state.pool
+    database = DatabaseReport(
+        name=pool.name,
+        target=state.target,
+        settings=_rows(state),
+        fleet=Fleet(pool.settings.max_size, workers_per_environment()),
+    )
     if as_json:
-        shown = {"database": state.target, "settings": values, "sources": dict(sources)}
-        click.echo(json.dumps(shown, indent=2, sort_keys=True))
+        data = database.as_dict()
+        shown = {key: data[key] for key in ("name", "target", "settings")}
+        click.echo(json.dumps(shown, indent=2))
         return
-    click.echo(f"database: {state.target}")
-    width = max(len(name) for name in values)
-    for name, value in values.items():
-        click.echo(f"{name:<{width}}  {value!s:<16}  ({sources.get(name, 'default')})")
+    for line in database.lines():
+        click.echo(line)
 
 
 @pool_cli.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats_command(as_json: bool) -> None:
     """Show this process's pool counters and sizes."""
-    counts = get_state(current_app).pool.stats()
+    counts = get_state(_app()).pool.stats()
     if as_json:
         click.echo(json.dumps(counts, indent=2, sort_keys=True))
         return
@@ -93,8 +136,32 @@ def stats_command(as_json: bool) -> None:
         click.echo(f"{key}: {counts[key]}")
 
 
-def _safe(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    if isinstance(err, psycopg.OperationalError) and '"' in text:
-        return redact(text)
-    return text
+def _app() -> Flask:
+    """The app the command runs for, loaded here when Flask has not loaded it yet."""
+    if current_app:
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return app
+    ctx = click.get_current_context()
+    try:
+        app = ctx.ensure_object(ScriptInfo).load_app()
+    except SettingsError as err:
+        raise BadSettings(f"serverless-pool settings: {err}") from None
+    ctx.with_resource(app.app_context())
+    return app
+
+
+def _rows(state: PoolState) -> list[SettingRow]:
+    sources = state.config.sources
+
+    def source_of(name: str) -> tuple[str, bool]:
+        source = sources.get(name, "default")
+        if source == "config":
+            return f"config {_ENV_VARS[name]}", True
+        if source == "environment":
+            return f"environment {_ENV_VARS[name]}", True
+        if source == "app name":
+            return "the app's name", False
+        doc = _DEFAULT_DOCS.get(name)
+        return (f"default ({doc})" if doc else "default"), False
+
+    return setting_rows(state.pool.settings, source_of)

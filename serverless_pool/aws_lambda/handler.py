@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any, Final, TextIO
 
 from .. import lifecycle
+from ..checks import log_configuration_problems
 from ..deadline import deadline_after
 from ..errors import SettingsError
 from ..settings import running_on_lambda
@@ -116,6 +117,9 @@ class LambdaHandler:
         self._started = False
         self._closed = False
         self.app = app
+        # Once per instance: log what the check commands would find in the settings
+        # (the integrations' own checks included), where CloudWatch keeps it.
+        log_configuration_problems()
         if running_on_lambda():
             _watch_instance_end(self)
             if register_extension:

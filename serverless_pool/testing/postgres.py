@@ -353,14 +353,14 @@ class PostgresServer(LoopbackEndpoint):
         if self._run_as is not None:
             os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
 
-    def _run(self, argv: list[str]) -> None:
+    def _run(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         user = self._run_as
         result = subprocess.run(
             argv,
             user=user.pw_uid if user else None,
             group=user.pw_gid if user else None,
             extra_groups=[] if user else None,
-            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
+            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC", **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -21,4 +21,5 @@ urlpatterns = [
     path("t/async-count", v.async_count),
     path("t/sync-slow", v.sync_slow),
     path("t/async-raises", v.async_raises),
+    path("t/async-mixed", v.async_mixed),
 ]

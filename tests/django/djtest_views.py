@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+from asgiref.sync import sync_to_async
 from django.db import connection, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -127,3 +128,17 @@ def sync_slow(request: HttpRequest) -> JsonResponse:
 async def async_raises(request: HttpRequest) -> HttpResponse:
     await Product.objects.acount()
     raise Boom("async view failed")
+
+
+def _count_in_a_thread() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM shop_product")
+        return int(cursor.fetchone()[0])
+
+
+async def async_mixed(request: HttpRequest) -> JsonResponse:
+    """The ORM's a* methods, and sync code run through sync_to_async, in one request."""
+    count = await Product.objects.acount()
+    counted = await sync_to_async(_count_in_a_thread)()
+    exists = await Product.objects.filter(name="first").aexists()
+    return JsonResponse({"count": count, "counted": counted, "exists": exists})

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import time
+import uuid
 from typing import Any
 
 import pytest
+from awslambdaric.lambda_context import LambdaContext
 from django.core.asgi import get_asgi_application
 from django.db import connection
 from django_serverless_pool.release import pool_of, release_connections
 from django_testkit import APP_NAME
 from shop.models import Product
 
+from serverless_pool.aws_lambda import make_handler
 from serverless_pool.testing.postgres import PostgresServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,6 +90,101 @@ def test_an_async_view_that_raises_returns_its_connection(postgres: PostgresServ
     assert [status for status, _ in asyncio.run(serve())] == [500] * 8
     assert pool_of("default").stats()["pool_in_use"] == 0
     assert all(s.state == "idle" for s in postgres.backends(application_name=APP_NAME))
+
+
+def _lambda_event(path: str) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) GET, as Lambda hands it to the function."""
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"host": "api.example.com", "x-forwarded-proto": "https"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "api.example.com",
+            "http": {
+                "method": "GET",
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "test",
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "01/Dec/2026:00:00:00 +0000",
+            "timeEpoch": 0,
+        },
+        "isBase64Encoded": False,
+    }
+
+
+def _lambda_context() -> LambdaContext:
+    return LambdaContext(
+        str(uuid.uuid4()),
+        None,
+        None,
+        int(time.time() * 1000) + 30_000,
+        "arn:aws:lambda:us-east-1:123456789012:function:tests",
+        None,
+    )
+
+
+def test_500_async_requests_through_make_handler_return_every_connection(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    Product.objects.create(name="first", price_cents=1)
+    release_connections()
+    handler = make_handler(get_asgi_application())
+    assert handler.interface == "asgi"
+    paths = ["/t/async-mixed", "/t/async-count", "/t/sync-slow"]
+    ended = 0
+    try:
+        with caplog.at_level(logging.WARNING, logger="serverless_pool"):
+            for i in range(500):
+                if i % 25 == 24:  # the server ends the idle sessions between invocations
+                    ended += postgres.terminate_backends(application_name=APP_NAME)
+                response = handler(_lambda_event(paths[i % 3]), _lambda_context())
+                assert response["statusCode"] == 200, (i, response)
+                assert pool_of("default").stats()["pool_in_use"] == 0, i
+    finally:
+        handler.close()  # the instance's event loop
+    assert ended >= 10  # sessions really were ended under the pool
+    assert json.loads(response["body"]) == {"count": 1, "first": "first"}
+    # Nothing was left for make_handler's safety net to take back.
+    assert not [r for r in caplog.records if "still borrowed" in r.getMessage()]
+    sessions = postgres.backends(application_name=APP_NAME)
+    assert 1 <= len(sessions) <= pool_of("default").settings.max_size
+    assert all(s.state == "idle" for s in sessions)
+
+
+def test_500_concurrent_async_requests_through_the_asgi_handler_return_every_connection(
+    postgres: PostgresServer,
+) -> None:
+    Product.objects.create(name="first", price_cents=1)
+    release_connections()
+    app = get_asgi_application()
+    max_size = pool_of("default").settings.max_size
+
+    async def serve(batch: int) -> list[tuple[int, bytes]]:
+        paths = ["/t/async-mixed", "/t/async-count", "/t/sync-slow", "/t/one"]
+        return await asyncio.gather(*(_get(app, paths[i % 4]) for i in range(batch)))
+
+    statuses: list[int] = []
+    peak = 0
+    for _ in range(20):
+        results = asyncio.run(serve(25))
+        statuses += [status for status, _ in results]
+        assert json.loads(results[0][1]) == {"count": 1, "counted": 1, "exists": True}
+        assert pool_of("default").stats()["pool_in_use"] == 0
+        sessions = postgres.backends(application_name=APP_NAME)
+        peak = max(peak, len(sessions))
+        assert all(s.state == "idle" for s in sessions)
+        postgres.terminate_backends(application_name=APP_NAME)  # ended while idle
+    assert statuses == [200] * 500
+    assert 1 <= peak <= max_size
 
 
 def test_a_forked_child_never_uses_the_parents_connection() -> None:

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 from django.test import override_settings
-from django_serverless_pool.checks import check_budget, check_settings
+from django_serverless_pool.checks import check_databases, check_settings
 from django_serverless_pool.conf import conf
 from django_serverless_pool.release import pool_of
 from django_testkit import APP_NAME
@@ -95,24 +95,69 @@ def test_w001_missing_middleware() -> None:
 @pytest.mark.django_db
 def test_e006_a_fleet_above_the_servers_budget(pools_closed_after: None) -> None:
     with override_settings(SERVERLESS_POOL={"max_size": 4, "expected_concurrency": 1000}):
-        (error,) = check_budget(databases=["default"])
+        (error,) = check_databases(databases=["default"])
         assert error.id == "serverless_pool.E006"
-        assert "4000 connections" in error.msg
+        assert (
+            "the fleet needs 4000 connections (max_size 4 x 1 worker per environment" in error.msg
+        )
     with override_settings(SERVERLESS_POOL={"max_size": 1, "expected_concurrency": 10}):
-        assert check_budget(databases=["default"]) == []
+        assert check_databases(databases=["default"]) == []
     # Without --database, no database is touched.
-    assert check_budget(databases=None) == []
+    assert check_databases(databases=None) == []
 
 
 @pytest.mark.django_db
-def test_w002_an_unreachable_database_is_reported(
+def test_e006_counts_every_worker_of_a_managed_instances_environment(
+    monkeypatch: pytest.MonkeyPatch, pools_closed_after: None
+) -> None:
+    values = {"max_size": 1, "expected_concurrency": 10}
+    with override_settings(SERVERLESS_POOL={**values, "workers_per_environment": 16}):
+        (error,) = check_databases(databases=["default"])
+    assert "the fleet needs 160 connections (max_size 1 x 16 workers per environment" in error.msg
+    # Inside an environment, the runtime's own variable says how many workers there are.
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "12")
+    with override_settings(SERVERLESS_POOL=values):
+        (error,) = check_databases(databases=["default"])
+    assert "needs 120 connections" in error.msg
+
+
+@pytest.mark.django_db
+def test_e007_an_unreachable_database_is_an_error_with_the_reason(
     monkeypatch: pytest.MonkeyPatch, pools_closed_after: None
 ) -> None:
     monkeypatch.setitem(connections["default"].settings_dict, "PORT", "1")
     with override_settings(SERVERLESS_POOL={"expected_concurrency": 2, "acquire_timeout": 0.5}):
-        (warning,) = check_budget(databases=["default"])
-    assert warning.id == "serverless_pool.W002"
-    assert APP_PASSWORD not in warning.msg
+        (error,) = check_databases(databases=["default"])
+    assert error.id == "serverless_pool.E007"
+    assert "server unreachable" in error.msg
+    assert APP_PASSWORD not in error.msg
+
+
+def test_e008_settings_that_pin_rds_proxy_sessions() -> None:
+    with override_settings(SERVERLESS_POOL={"proxy_mode": "rds-proxy", "prepare_threshold": 5}):
+        errors = check_settings()
+    assert ids(errors) == ["serverless_pool.E008"] * 2  # both aliases
+    assert errors[0].msg.startswith("database 'default': behind RDS Proxy, prepared statements")
+
+
+def test_w006_idle_session_timeout_0_on_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    with override_settings(SERVERLESS_POOL={"idle_session_timeout": 0}):
+        warnings = check_settings()
+    assert ids(warnings) == ["serverless_pool.W006"] * 2
+    assert "an instance that Lambda freezes keeps its server slot" in warnings[0].msg
+    # Left to its default, it is 0 here but 900 on Lambda: nothing to say.
+    assert check_settings() == []
+
+
+@pytest.mark.django_db
+def test_the_fleet_is_counted_with_lambdas_default_max_size(pools_closed_after: None) -> None:
+    # Checked off Lambda, where max_size defaults to 4; on Lambda it is 1.
+    with override_settings(SERVERLESS_POOL={"expected_concurrency": 90}):
+        assert check_databases(databases=["default"]) == []
+        out = io.StringIO()
+        call_command("serverless_pool", "check", "--database", "default", stdout=out)
+    assert "fits: max_size 1 x 1 worker per environment x 90 environments" in out.getvalue()
+    assert "(max_size 1 is its default on Lambda (4 here))" in out.getvalue()
 
 
 def test_alias_settings_override_global_ones_which_override_the_environment(
@@ -173,15 +218,33 @@ def test_assume_role_and_time_zone_are_startup_parameters(
 
 
 @pytest.mark.django_db
-def test_command_show_prints_settings_and_stats_without_the_password() -> None:
+def test_command_show_prints_the_settings_in_force_and_stats_without_the_password() -> None:
     out = io.StringIO()
     call_command("serverless_pool", "show", stdout=out)
     text = out.getvalue()
-    assert "database 'default'" in text
-    assert "max_size = 4" in text
-    assert "pool_max = 4" in text
+    assert "database 'default': host=127.0.0.1" in text
+    default = text.split("database 'other'")[0]
+    rows = {
+        line.split()[0]: line.split()[1:] for line in default.splitlines() if line[:4] == "    "
+    }
+    assert rows["max_size"] == ["4", "SERVERLESS_POOL"]
+    assert rows["pool_max"] == ["=", "4"]
     assert APP_PASSWORD not in text
     assert APP_PASSWORD not in repr(pool_of("default"))
+
+
+@pytest.mark.django_db
+def test_command_show_prints_the_prepare_threshold_the_connection_uses() -> None:
+    out = io.StringIO()
+    call_command("serverless_pool", "show", "--json", stdout=out)
+    shown = next(d for d in json.loads(out.getvalue()) if d["name"] == "default")
+    settings_in_force = {row["name"]: row for row in shown["settings"]}
+    with connections["default"].cursor():
+        live = connections["default"].connection.prepare_threshold
+    assert live is None  # Django's default, which the ENGINE keeps
+    assert settings_in_force["prepare_threshold"]["value"] is None
+    assert settings_in_force["prepare_threshold"]["source"].startswith("Django's default")
+    assert settings_in_force["autocommit"]["source"] == 'DATABASES["default"]["AUTOCOMMIT"]'
 
 
 @pytest.mark.django_db
@@ -189,11 +252,15 @@ def test_command_check_reads_the_budget(pools_closed_after: None) -> None:
     out = io.StringIO()
     with override_settings(SERVERLESS_POOL={"max_size": 2, "expected_concurrency": 5}):
         call_command("serverless_pool", "check", "--json", stdout=out)
-    report = json.loads(out.getvalue())["default"]
+    report = json.loads(out.getvalue())
     assert report["ok"] is True
-    assert report["budget"]["max_connections"] == 100
-    assert report["budget"]["reserved"] >= 3
-    assert report["needed"] == 10
+    (default, other) = report["databases"]
+    assert default["budget"]["max_connections"] == 100
+    assert default["budget"]["reserved"] >= 3
+    assert default["fleet"]["connections"] == 10
+    assert default["fleet"]["fits"] is True
+    assert default["session"]["prepare_threshold"] is None
+    assert other["name"] == "other"
     assert APP_PASSWORD not in out.getvalue()
 
 
@@ -202,10 +269,11 @@ def test_command_check_fails_when_the_fleet_does_not_fit(pools_closed_after: Non
     out = io.StringIO()
     with (
         override_settings(SERVERLESS_POOL={"max_size": 4, "expected_concurrency": 500}),
-        pytest.raises(CommandError, match="the database check failed"),
+        pytest.raises(CommandError, match="the check found an error"),
     ):
         call_command("serverless_pool", "check", "--database", "default", stdout=out)
-    assert "does NOT fit" in out.getvalue()
+    assert "DOES NOT FIT" in out.getvalue()
+    assert "result:   FAILED" in out.getvalue()
     assert APP_PASSWORD not in out.getvalue()
 
 

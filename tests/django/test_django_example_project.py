@@ -73,5 +73,8 @@ def test_the_example_project_migrates_checks_and_serves(postgres: PostgresServer
     assert (result["created"], result["order"], result["short"]) == (201, 201, 409)
     assert result["stock"] == 0
     assert result["health"] == {"database": True}
-    assert "fleet: needs 40, fits" in result["commands"]
+    assert (
+        "fits: max_size 1 x 1 worker per environment x 10 environments = 10 connections"
+        in result["commands"]
+    )
     assert APP_PASSWORD not in done.stdout + done.stderr

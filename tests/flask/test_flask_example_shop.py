@@ -186,5 +186,5 @@ def test_the_cli_group_works_from_the_flask_command(database_url: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "max_connections: 100" in result.stdout
+    assert "    max_connections             100" in result.stdout
     assert "app-secret" not in result.stdout + result.stderr

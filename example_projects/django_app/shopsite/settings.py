@@ -1,8 +1,9 @@
 """Settings of the example shop, all from environment variables (twelve-factor style).
 
 ``DATABASE_URL`` (or ``SERVERLESS_POOL_DATABASE_URL``) is a ``postgresql://`` URL; the
-password may instead come from ``DATABASE_PASSWORD`` (e.g. injected from Secrets
-Manager). Pool settings come from ``SERVERLESS_POOL_*`` variables (see docs/django.md).
+password may instead come from ``DATABASE_PASSWORD``, or (as the SAM template does) the
+login from a Secrets Manager secret read at run time: ``SERVERLESS_POOL_SECRET_ARN``.
+Pool settings come from ``SERVERLESS_POOL_*`` variables (see docs/django.md).
 """
 
 from __future__ import annotations

@@ -16,16 +16,19 @@ before it is borrowed again: every Django path to it goes through
 
 Django normally sends ``SET TIME ZONE`` (and ``SET ROLE`` for ``assume_role``) on every
 new connection. Here both are startup parameters of the server session instead, so a
-borrow costs no round trip and leaves no session state that would need a reset.
+borrow costs no round trip and leaves no session state that would need a reset. A role
+that cannot be assumed still fails as with Django: with the server's own error from
+``SET ROLE`` (`_sp_role_error`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Any, cast
+from collections.abc import Hashable, Mapping
+from typing import Any
 
+import django
 import psycopg
-from django.core.exceptions import ImproperlyConfigured
+from django.conf import settings as django_settings
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as django_base
 from django.db.backends.postgresql.psycopg_any import (
@@ -33,15 +36,21 @@ from django.db.backends.postgresql.psycopg_any import (
     register_tzloader,
 )
 from django.db.backends.signals import connection_created
+from django.db.utils import ProgrammingError
 from django.utils.asyncio import async_unsafe
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.types.range import Range
 from psycopg.types.string import TextLoader
 
-from serverless_pool import PooledConnection, ServerlessPool
+from serverless_pool import ConnectionFailed, PoolClosed, PooledConnection, ServerlessPool
 
-from ...conf import conf
+# The ENGINE registers the system checks itself, so a project that uses it without
+# adding the app to INSTALLED_APPS is still checked (and told, serverless_pool.W003).
+from ... import checks as _checks  # noqa: F401
+from ...conf import SETTING, conf
 from . import cursors, pools
+from .creation import DatabaseCreation
 
 __all__ = ["DatabaseWrapper"]
 
@@ -52,14 +61,16 @@ _NOT_LIBPQ = ("context", "cursor_factory", "prepare_threshold", "password")
 class DatabaseWrapper(django_base.DatabaseWrapper):
     """Django's PostgreSQL ``DatabaseWrapper`` borrowing from a `ServerlessPool`."""
 
+    creation_class = DatabaseCreation
+
     # The pool that lent the current connection (None for an unpooled one).
     _sp_lender: ServerlessPool | None = None
     # Between requests the connection is back in the pool but stays "open" for Django
     # (parked), so the next request skips Django's connect/close book-keeping when the
     # pool lends the same connection again. This is the pool it went back to.
     _sp_parked: ServerlessPool | None = None
-    # A connection borrowed while unparking, for get_new_connection() to take.
-    _sp_pending: PooledConnection[Any] | None = None
+    # A connection borrowed while unparking, and its pool, for get_new_connection().
+    _sp_pending: tuple[ServerlessPool, PooledConnection[Any]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -74,7 +85,12 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
 
     @property
     def serverless_pool(self) -> ServerlessPool:
-        """This alias's pool, built at first use."""
+        """This alias's pool for the settings in force, built at first use.
+
+        Everything the pool is built from is in its key: a change of ``DATABASES``
+        (``OPTIONS`` included), ``SERVERLESS_POOL``, the time zone, made by
+        ``override_settings`` or in place, gives the next connection a new pool.
+        """
         sd = self.settings_dict
         key: Hashable = (
             sd["NAME"],
@@ -83,6 +99,9 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
             sd["HOST"],
             sd["PORT"],
             sd["AUTOCOMMIT"],
+            _frozen(sd["OPTIONS"]),
+            _frozen(sd.get(SETTING)),
+            _frozen(getattr(django_settings, SETTING, None)),
             self.timezone_name,
             pools.generation(),
         )
@@ -98,20 +117,13 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         pools.close_pools(self.alias)
 
     def _build_pool(self) -> ServerlessPool:
-        settings = conf.pool_settings(self.alias, autocommit=self.settings_dict["AUTOCOMMIT"])
+        settings = conf.engine_settings(self.alias, self.settings_dict)
         params = super().get_connection_params()
         password = params.get("password")
         options = self.settings_dict["OPTIONS"]
-        cursor_class = cursors.pooled(params["cursor_factory"])
-        if cursor_class is cursors.pooled(django_base.Cursor):
-            cursor_class = cursors.Cursor
-        elif cursor_class is cursors.pooled(django_base.ServerBindingCursor):
-            cursor_class = cursors.ServerBindingCursor
-        if "prepare_threshold" not in conf.merged(self.alias):
-            # Django's own default (None: never prepare, as its client-side binding
-            # cursors would not anyway), unless OPTIONS say otherwise. It also spares
-            # psycopg a prepared-statement cache lookup per query.
-            settings = settings.replace(prepare_threshold=options.get("prepare_threshold"))
+        # Django's choice (client- or server-side binding) or the user's class, kept as
+        # the connection's cursor_factory; create_cursor() adds the pool's hooks.
+        cursor_factory = params["cursor_factory"]
         libpq = {k: v for k, v in params.items() if k not in _NOT_LIBPQ and v is not None}
         if settings.uses_session_state:
             startup = [str(libpq.get("options") or "")]
@@ -123,8 +135,7 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         timezone = self.timezone
 
         def configure(conn: PooledConnection[Any]) -> None:
-            conn.cursor_factory = cursor_class
-            conn.server_cursor_factory = cast(Any, cursors.ServerSideCursor)
+            conn.cursor_factory = cursor_factory
             # What Django's adapters template registers, on this connection's own map.
             adapters = conn.adapters
             adapters.register_loader("jsonb", TextLoader)
@@ -139,6 +150,49 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
             configure=configure,
             settings=settings,
         )
+
+    def _sp_borrow(self, pool: ServerlessPool) -> tuple[ServerlessPool, PooledConnection[Any]]:
+        """A connection from `pool` and the pool that lent it; failures explained as
+        Django would raise them."""
+        try:
+            return pool, pool.acquire()
+        except PoolClosed:
+            # Another thread's settings change closed it after we looked it up.
+            pool = self.serverless_pool
+            return pool, pool.acquire()
+        except ConnectionFailed as failed:
+            role = self.settings_dict["OPTIONS"].get("assume_role")
+            if role and pool.settings.uses_session_state:
+                error = self._sp_role_error(role)
+                if error is not None:
+                    raise error from failed
+            raise
+
+    def _sp_role_error(self, role: str) -> psycopg.Error | None:
+        """Why the server refuses `role`, from ``SET ROLE`` as Django sends it, if it does.
+
+        The role is a startup parameter of pooled sessions, where the server refuses a
+        role it cannot grant by refusing the login. Django sends ``SET ROLE`` after
+        connecting instead, and raises what that statement raises
+        (``InvalidParameterValue``: role "…" does not exist, or
+        ``InsufficientPrivilege``). So after a failed login with a role, one connection
+        without it asks the server the same question Django would, and that answer is
+        the error. None when the role was not the problem.
+        """
+        params = super().get_connection_params()
+        libpq = {k: v for k, v in params.items() if k not in _NOT_LIBPQ and v is not None}
+        try:
+            probe = psycopg.Connection.connect(
+                make_conninfo("", **libpq), password=params.get("password"), autocommit=True
+            )
+        except psycopg.Error:
+            return None  # the login itself fails: the original error says why
+        with probe:
+            try:
+                probe.execute(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
+            except psycopg.Error as refused:
+                return refused
+        return None
 
     # -- connecting and closing ----------------------------------------------------------
 
@@ -156,14 +210,13 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
                 else psycopg.IsolationLevel(level)
             )
         except ValueError:
-            raise ImproperlyConfigured(
-                f"invalid transaction isolation level {level!r} in"
-                f' DATABASES["{self.alias}"]["OPTIONS"]; use a psycopg.IsolationLevel value'
-            ) from None
-        pool = self.serverless_pool
-        connection, self._sp_pending = self._sp_pending, None
-        if connection is None:
-            connection = pool.acquire()
+            # Django's own error and words: its get_new_connection() raises
+            # ImproperlyConfigured for this value before it connects.
+            raise_djangos_error: Any = django_base.DatabaseWrapper.get_new_connection
+            raise_djangos_error(self, {})
+            raise
+        pending, self._sp_pending = self._sp_pending, None
+        pool, connection = pending or self._sp_borrow(self.serverless_pool)
         self._sp_lender = pool
         pools.lent(self)
         if level is not None:
@@ -177,22 +230,15 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         return {}
 
     def init_connection_state(self) -> None:
-        if self._sp_lender is None:
+        if self._sp_lender is None or not self._sp_lender.settings.uses_session_state:
+            # Unpooled, or behind a proxy (no startup parameters): Django's own
+            # SET TIME ZONE and SET ROLE, on every borrow.
             super().init_connection_state()
             return
+        # The pool was built for this time zone and role, and they are startup
+        # parameters of its sessions: nothing to send. (A SET in a request marks the
+        # session dirty, and the reset on return restores the startup values.)
         BaseDatabaseWrapper.init_connection_state(self)
-        if self._sp_lender.settings.uses_session_state:
-            # The pool was built for this time zone and role, and they are startup
-            # parameters of its sessions: nothing to send. (A SET in a request marks the
-            # session dirty, and the reset on return restores the startup values.)
-            return
-        # Behind a proxy there are no startup parameters: Django's SETs, per borrow.
-        connection = self.connection
-        django: Any = self  # Django's private helpers, not in the type stubs
-        commit = django._configure_timezone(connection)
-        commit = django._configure_role(connection) or commit
-        if commit and not self.get_autocommit():
-            connection.commit()
 
     def _close(self) -> None:
         if self._sp_parked is not None:
@@ -226,11 +272,21 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         if self._sp_parked is not None:
             self._sp_unpark()
         elif self.connection is None:
+            if self.in_atomic_block and self.closed_in_transaction and django.VERSION < (5,):
+                # Django 5 refuses this itself. Django 4.2 counts on its closed connection
+                # object to raise; ours went back to the pool instead.
+                raise ProgrammingError(
+                    "the connection was closed inside this atomic block: leave the block"
+                    " before using the database again"
+                )
             super().ensure_connection()
 
     def is_usable(self) -> bool:
         # A parked connection is not ours to use; the pool checks it at the next borrow.
-        return self._sp_parked is not None or super().is_usable()
+        # One given back by _close() is not usable (Django 4.2 would crash on None).
+        if self._sp_parked is not None:
+            return True
+        return self.connection is not None and bool(super().is_usable())
 
     def ensure_timezone(self) -> bool:
         # Called when TIME_ZONE/USE_TZ change: a parked connection is not ours to SET.
@@ -287,10 +343,11 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         # Whatever would change the pool to use closes it: DATABASES, SERVERLESS_POOL,
         # TIME_ZONE or USE_TZ changing (the setting_changed signal), the test runner
         # renaming the database (it closes the connection first). An open pool
-        # is still this alias's pool.
+        # is still this alias's pool. Settings changed in place take effect at the
+        # next connect, after close(), as with Django's own persistent connections.
         current = self.serverless_pool if pool is None or pool._closed else pool
         try:
-            connection = current.acquire()
+            current, connection = self._sp_borrow(current)
         except psycopg.Error:
             with self.wrap_database_errors:
                 raise
@@ -301,7 +358,7 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
             if self.settings_dict["OPTIONS"].get("isolation_level") is not None:
                 connection.isolation_level = self.isolation_level
             return
-        self._sp_pending = connection
+        self._sp_pending = (current, connection)
         try:
             super().ensure_connection()
         finally:
@@ -319,17 +376,19 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
     # -- cursors -------------------------------------------------------------------------
 
     def create_cursor(self, name: str | None = None) -> Any:
-        if name is None or self._sp_lender is None:
+        if self._sp_lender is None:
             return super().create_cursor(name)
         connection = self.connection
-        if self.settings_dict["OPTIONS"].get("server_side_binding") is True:
-            cursor = connection.cursor(name, scrollable=False, withhold=connection.autocommit)
+        # The connection's factories are Django's (or the user's) classes, as with
+        # Django's backend; the cursors made here carry the pool's hooks too.
+        if name is None:
+            cursor = cursors.pooled(connection.cursor_factory)(connection)
         else:
-            # Client-side binding in a named cursor, as Django does it.
-            server_side: Any = cursors.ServerSideCursor
-            cursor = server_side(
-                connection, name=name, scrollable=False, withhold=connection.autocommit
-            )
+            named: Any = cursors.ServerSideCursor
+            if named is None or self.settings_dict["OPTIONS"].get("server_side_binding") is True:
+                named = cursors.pooled(connection.server_cursor_factory)
+            # In autocommit mode the cursor outlives the statement's transaction.
+            cursor = named(connection, name=name, scrollable=False, withhold=connection.autocommit)
         loader = connection.adapters.get_loader(django_base.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
         if self.timezone != loader.timezone:
             register_tzloader(self.timezone, cursor)
@@ -339,3 +398,18 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
 def _escape(value: str) -> str:
     """Escape a value for libpq's ``options`` (spaces and backslashes)."""
     return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def _frozen(value: object) -> Hashable:
+    """`value` (settings: dicts, lists, classes...) as something a dict key can hold."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(_frozen(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return ("unhashable", type(value).__name__, id(value))
+    return value

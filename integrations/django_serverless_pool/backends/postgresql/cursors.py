@@ -1,7 +1,9 @@
-"""Django's psycopg 3 cursor classes with the pool's hooks mixed in front.
+"""Cursor classes with the pool's hooks (`PooledCursorMixin`) mixed in front.
 
-Without `PooledCursorMixin`, statements would skip the pool's check before the first
-statement of a borrow and its tracking of session changes.
+The connection keeps the cursor class Django chose, or the user's
+``OPTIONS["cursor_factory"]``, as its ``cursor_factory``, exactly as with Django's own
+backend; the wrapper creates its cursors from `pooled()` of that class, so statements
+still go through the pool's hooks (the check before a borrow's first statement).
 """
 
 from __future__ import annotations
@@ -13,19 +15,7 @@ from django.db.backends.postgresql import base as django_base
 
 from serverless_pool.connection import PooledCursorMixin
 
-__all__ = ["Cursor", "ServerBindingCursor", "ServerSideCursor", "pooled"]
-
-
-class Cursor(PooledCursorMixin, django_base.Cursor):
-    """Django's default cursor (client-side binding)."""
-
-
-class ServerBindingCursor(PooledCursorMixin, django_base.ServerBindingCursor):
-    """Django's cursor for ``OPTIONS["server_side_binding"] = True``."""
-
-
-class ServerSideCursor(PooledCursorMixin, django_base.ServerSideCursor):
-    """Django's named cursor (``QuerySet.iterator()``), client-side binding."""
+__all__ = ["ServerSideCursor", "pooled"]
 
 
 @cache
@@ -34,3 +24,10 @@ def pooled(cursor_class: type[Any]) -> type[Any]:
     if issubclass(cursor_class, PooledCursorMixin):
         return cursor_class
     return type(f"Pooled{cursor_class.__name__}", (PooledCursorMixin, cursor_class), {})
+
+
+#: Django's named cursor with client-side binding (``QuerySet.iterator()``), from
+#: Django 5.0; None before, where named cursors bind on the server.
+ServerSideCursor: type[Any] | None = (
+    pooled(django_base.ServerSideCursor) if hasattr(django_base, "ServerSideCursor") else None
+)

@@ -1,9 +1,11 @@
 """One `ServerlessPool` per database alias, built at the first borrow, never at start-up.
 
-A pool is rebuilt when what it connects to changes: the test runner renaming the
-database, ``override_settings`` of ``DATABASES``, ``SERVERLESS_POOL``, ``TIME_ZONE`` or
-``USE_TZ``. After ``fork()`` the child forgets every pool (the core makes sure the
-parent's sockets are never touched) and builds its own.
+A pool is rebuilt when what it is built from changes (the wrapper's key: the
+``DATABASES`` entry with its ``OPTIONS``, ``SERVERLESS_POOL``, the time zone): the test
+runner renaming the database, ``override_settings``, a change made in place. The old
+pool is closed then: its idle connections at once, its loans when they come back.
+After ``fork()`` the child forgets every pool (the core makes sure the parent's sockets
+are never touched) and builds its own.
 """
 
 from __future__ import annotations

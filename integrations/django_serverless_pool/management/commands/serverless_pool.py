@@ -1,7 +1,9 @@
-"""``manage.py serverless_pool show|check``: pool settings and stats, database and budget.
+"""``manage.py serverless_pool show|check``: what each pooled alias runs with; the check.
 
-Nothing printed here ever contains a password: settings hold none, and the database
-target is described with `serverless_pool.conninfo.describe_conninfo`-style fields.
+``check`` prints the report every check command prints (`serverless_pool.checks`): the
+same problems, words and ``--json`` as ``serverless-pool check`` and ``flask
+serverless-pool check``, with Django's own problems (its system checks of this app) on
+top. Nothing printed here ever contains a password.
 """
 
 from __future__ import annotations
@@ -11,21 +13,21 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 
 from serverless_pool import SettingsError
-from serverless_pool.budget import read_budget
+from serverless_pool.checks import Report
 
-from ...checks import pooled_aliases
-from ...conf import conf
+from ...checks import django_problems, pooled_aliases
 from ...release import pool_of
+from ...report import database_report
 
 
 class Command(BaseCommand):
     help = (
-        "show: the pool settings and stats of each pooled database alias. "
-        "check: connect, and compare the connection budget with max_size × "
-        "expected_concurrency (exit status 1 if it does not fit or the database fails)."
+        "show: the settings each pooled database alias runs with (and where each came"
+        " from) and its pool's stats. check: connect, and report the server, the"
+        " session, the connection budget and the fleet, as serverless-pool check does"
+        " (exit status 1 on an error)."
     )
     requires_system_checks = ()
 
@@ -33,6 +35,14 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["show", "check"])
         parser.add_argument(
             "--database", action="append", dest="databases", help="alias (repeatable)"
+        )
+        parser.add_argument(
+            "--workers-per-environment",
+            type=int,
+            metavar="N",
+            help="worker processes per execution environment (AWS_LAMBDA_MAX_CONCURRENCY"
+            " on Lambda Managed Instances); default: SERVERLESS_POOL's"
+            " workers_per_environment, else that variable, else 1",
         )
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -45,87 +55,40 @@ class Command(BaseCommand):
             )
         if not aliases:
             raise CommandError("no database uses django_serverless_pool's ENGINE")
+        workers = options["workers_per_environment"]
+        if workers is not None and workers < 1:
+            raise CommandError(f"--workers-per-environment: must be at least 1, got {workers}")
+        connect = options["action"] == "check"
         try:
-            report = {alias: self._describe(alias, options["action"]) for alias in aliases}
+            databases = [database_report(a, workers=workers, connect=connect) for a in aliases]
         except SettingsError as err:
             raise CommandError(str(err)) from None
-        if options["json"]:
-            self.stdout.write(json.dumps(report, indent=2, default=str))
-        else:
-            for alias, data in report.items():
-                self._print(alias, data)
-        if options["action"] == "check" and not all(d["ok"] for d in report.values()):
-            raise CommandError("the database check failed", returncode=1)
+        if not connect:
+            self._show(databases, as_json=options["json"])
+            return
+        report = Report(databases, django_problems())
+        self.stdout.write(report.to_json() if options["json"] else report.render())
+        if not report.ok:
+            raise CommandError("the check found an error", returncode=1)
 
-    def _describe(self, alias: str, action: str) -> dict[str, Any]:
-        wrapper = connections[alias]
-        sd = wrapper.settings_dict
-        data: dict[str, Any] = {
-            "target": {
-                "host": sd["HOST"] or "(libpq default)",
-                "port": sd["PORT"] or "(libpq default)",
-                "dbname": sd["NAME"],
-                "user": sd["USER"] or "(libpq default)",
-            },
-            "settings": conf.pool_settings(alias).as_dict(),
-            "expected_concurrency": conf.expected_concurrency(alias),
-        }
-        if action == "show":
-            data["stats"] = pool_of(alias).stats()
-            return data
-        pool = pool_of(alias)
-        try:
-            with pool.connection() as conn:
-                row = conn.execute("SELECT current_setting('server_version')").fetchone()
-                budget = read_budget(conn)
-        except Exception as err:  # noqa: BLE001 (reported, with the exit status)
-            data.update(ok=False, error=f"{type(err).__name__}: {err}")
-            return data
-        instances = data["expected_concurrency"]
-        max_size = data["settings"]["max_size"]
-        data.update(
-            ok=instances is None or budget.fits(max_size, instances),
-            server_version=row[0] if row else None,
-            budget={
-                "max_connections": budget.max_connections,
-                "reserved": budget.reserved,
-                "in_use": budget.in_use,
-                "free": budget.free,
-                "usable": budget.usable,
-                "role_limit": budget.role_limit,
-                "database_limit": budget.database_limit,
-            },
-            needed=None if instances is None else max_size * instances,
-        )
-        return data
-
-    def _print(self, alias: str, data: dict[str, Any]) -> None:
-        write = self.stdout.write
-        target = " ".join(f"{k}={v}" for k, v in data["target"].items())
-        write(f"database {alias!r}: {target}")
-        write("  settings:")
-        for name, value in data["settings"].items():
-            write(f"    {name} = {value!r}")
-        concurrency = data["expected_concurrency"]
-        write(f"    expected_concurrency = {concurrency!r}")
-        if "stats" in data:
-            write("  stats:")
+    def _show(self, databases: list[Any], *, as_json: bool) -> None:
+        shown = []
+        for database in databases:
+            data = database.as_dict()
+            shown.append(
+                {
+                    "name": data["name"],
+                    "target": data["target"],
+                    "settings": data["settings"],
+                    "stats": pool_of(database.name).stats(),
+                }
+            )
+        if as_json:
+            self.stdout.write(json.dumps(shown, indent=2))
+            return
+        for database, data in zip(databases, shown, strict=True):
+            for line in database.lines():
+                self.stdout.write(line)
+            self.stdout.write("  stats:")
             for name, value in sorted(data["stats"].items()):
-                write(f"    {name} = {value}")
-            return
-        if not data["ok"] and "error" in data:
-            write(self.style.ERROR(f"  database: FAILED ({data['error']})"))
-            return
-        write(f"  database: ok (PostgreSQL {data['server_version']})")
-        budget = data["budget"]
-        write(
-            f"  budget: max_connections={budget['max_connections']}"
-            f" reserved={budget['reserved']} in_use={budget['in_use']}"
-            f" free={budget['free']} usable={budget['usable']}"
-        )
-        if data["needed"] is None:
-            write("  fleet: set SERVERLESS_POOL['expected_concurrency'] to check it fits")
-        elif data["ok"]:
-            write(self.style.SUCCESS(f"  fleet: needs {data['needed']}, fits"))
-        else:
-            write(self.style.ERROR(f"  fleet: needs {data['needed']}, does NOT fit"))
+                self.stdout.write(f"    {name} = {value}")
