@@ -58,6 +58,7 @@ class ServerMonitor:
         self._owners: dict[int, str] = {}
         self._current: set[int] = set()
         self._shutdown_started: dict[str, float] = {}
+        self._watched: set[int] = set()
         self._stop = threading.Event()
         self._sampled = threading.Condition(self._lock)
         self.origin = origin
@@ -75,11 +76,21 @@ class ServerMonitor:
         with self._lock:
             self._owners[pid] = instance
 
-    def sessions_of(self, instances: Iterable[str]) -> set[int]:
-        """The sessions of `instances` seen in the latest sample."""
+    def sessions_of(self, instances: Iterable[str]) -> dict[int, str]:
+        """The sessions of `instances` seen in the latest sample, and their owners."""
         names = set(instances)
         with self._lock:
-            return {pid for pid in self._current if self._owners.get(pid) in names}
+            return {
+                pid: owner
+                for pid in self._current
+                if (owner := self._owners.get(pid)) is not None and owner in names
+            }
+
+    def watch_shutdown(self, pids: Iterable[int]) -> None:
+        """Time the end of these sessions from their instance's shutdown (see
+        `shutdown_started`); the other sessions of instances shut down are not timed."""
+        with self._lock:
+            self._watched.update(pids)
 
     def shutdown_started(self, instance: str) -> None:
         with self._lock:
@@ -129,7 +140,8 @@ class ServerMonitor:
                 if owner is None:
                     continue
                 if owner in self._shutdown_started:
-                    self.releases_after_shutdown.append(now - self._shutdown_started[owner])
+                    if pid in self._watched:
+                        self.releases_after_shutdown.append(now - self._shutdown_started[owner])
                     continue
                 since = self._frozen_since(owner)
                 if since is not None:

@@ -176,7 +176,8 @@ class RunResult:
     extension: bool = True
     shutdowns: int = 0
     sigterms: int = 0
-    #: sessions still open when their instance's shutdown began, and when they ended
+    #: sessions open when their instance's shutdown began, with at least half the idle
+    #: timeout still to live, and how long after the shutdown began they ended
     open_at_shutdown: int = 0
     shutdown_release: Spread = field(default_factory=lambda: Spread.of([]))
     #: sessions the server's log says its idle_session_timeout ended, in the whole run

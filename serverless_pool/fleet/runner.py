@@ -346,14 +346,14 @@ def _run(
         stack.enter_context(monitor)
         _traffic(shape, strategy, params, fleet, monitor, result, counter, t0)
         traffic_end = time.monotonic() - t0
-        open_sessions = _shut_down(fleet, monitor, result, params)
+        watched = _shut_down(fleet, monitor, result, params)
         result.seconds = time.monotonic() - t0
         _summarize(result, monitor, fleet, traffic_end, shape)
         # PostgreSQL's own log is the witness of why sessions ended.
         ended = target.idle_timeouts(log_mark)
         if ended is not None:
             result.idle_timeouts = len(ended)
-            result.shutdown_idle_timeouts = len(ended & open_sessions)
+            result.shutdown_idle_timeouts = len(ended & watched)
     if result.seconds == 0.0:
         result.seconds = time.monotonic() - began
     return result
@@ -441,11 +441,19 @@ def _shut_down(
 ) -> set[int]:
     """Lambda reclaims every environment at once; watch their sessions end.
 
-    Returns the sessions that were open when the shutdowns began.
+    Timed are the sessions with at least half the server's idle timeout still to live
+    when the shutdowns begin (its instance frozen for less than half of it): an older one
+    may be ended by the server just as well, whatever the instance does. Returns them.
     """
     instances = [i for i in fleet.function.instances if i.alive]
-    open_sessions = monitor.sessions_of(i.name for i in instances)
-    result.open_at_shutdown = len(open_sessions)
+    now = time.monotonic()
+    fresh = {
+        pid
+        for pid, owner in monitor.sessions_of(i.name for i in instances).items()
+        if now - fleet.last_end.get(owner, now) <= params.idle_timeout / 2
+    }
+    monitor.watch_shutdown(fresh)
+    result.open_at_shutdown = len(fresh)
     sigterms = []
 
     def end(instance: LambdaInstance) -> None:
@@ -461,8 +469,8 @@ def _shut_down(
         thread.join(30)
     result.shutdowns = len(instances)
     result.sigterms = sum(sigterms)
-    monitor.wait_gone(open_sessions, timeout=params.idle_timeout + 2.0)
-    return open_sessions
+    monitor.wait_gone(fresh, timeout=params.idle_timeout + 2.0)
+    return fresh
 
 
 def _summarize(
