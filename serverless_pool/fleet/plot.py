@@ -88,6 +88,8 @@ def _connections(ax: Any, shape: Mapping[str, Any], budget: int) -> None:
 
 
 def _latency(ax: Any, shape: Mapping[str, Any], offset: float = 0.25) -> None:
+    from matplotlib import ticker
+
     runs = shape["runs"]
     for i, run in enumerate(runs):
         for j, kind in enumerate(KINDS):
@@ -107,6 +109,8 @@ def _latency(ax: Any, shape: Mapping[str, Any], offset: float = 0.25) -> None:
             tick.set_color("crimson")
     ax.set_xlim(-0.6, len(runs) - 0.4)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_ylabel("ms: p50 ●  p95 –  p99 ▲", fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(axis="y", linewidth=0.3)

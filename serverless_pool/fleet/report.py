@@ -284,10 +284,9 @@ def format_tables(shapes: Sequence[Mapping[str, Any]], budget: int) -> str:
         out.append("")
         thaw = "after idle" if managed else "after thaw"
         out.append(
-            f"| strategy | requests | failed | server connections peak / mean (budget {budget})"
-            " | held by frozen instances, peak"
-            f" | cold ms p50 / p95 / p99 | warm ms | {thaw} ms"
-            " | slot free s after freeze | after shutdown |"
+            "| strategy | failed / requests | p99 ms | cold ms p50 / p95 / p99 | warm ms"
+            f" | {thaw} ms | server connections peak / mean (budget {budget})"
+            " | held by frozen instances, peak | slot free s after freeze | after shutdown |"
         )
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for run in shape["runs"]:
@@ -298,7 +297,7 @@ def format_tables(shapes: Sequence[Mapping[str, Any]], budget: int) -> str:
 
 def _row(run: Mapping[str, Any], managed: bool) -> str:
     latency = run["latency_ms"]
-    failed = str(run["errors"])
+    failed = f"{run['errors']} / {run['requests']}"
     if run["errors"]:
         kinds = ", ".join(f"{k} {n}" for k, n in run["error_kinds"].items())
         failed += f" ({kinds})"
@@ -312,13 +311,12 @@ def _row(run: Mapping[str, Any], managed: bool) -> str:
         after_shutdown += " SIGTERM" if shutdown["sigterm"] else " no SIGTERM"
         if shutdown.get("ended_by_server_idle_timeout"):
             after_shutdown += ", idle timeout"
+    after_freeze = "n/a" if managed else _spread_cell(run["slot_free_after_freeze_s"])
     return (
-        f"| {run['label']} | {run['requests']} | {failed}"
-        f" | {conns['peak']} / {conns['mean']:.1f} | {frozen_cell}"
+        f"| {run['label']} | {failed} | {_number(latency['all']['p99'])}"
         f" | {_latency_cell(latency['cold'])} | {_latency_cell(latency['warm'])}"
-        f" | {_latency_cell(latency['thawed'])}"
-        f" | {'n/a' if managed else _spread_cell(run['slot_free_after_freeze_s'])}"
-        f" | {after_shutdown} |"
+        f" | {_latency_cell(latency['thawed'])} | {conns['peak']} / {conns['mean']:.1f}"
+        f" | {frozen_cell} | {after_freeze} | {after_shutdown} |"
     )
 
 
