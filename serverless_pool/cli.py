@@ -124,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
         " budget, 1 one did not (or the simulation failed), 2 bad input.",
     )
     fleet.add_argument(
-        "--quick", action="store_true", help="a small fleet: the same story in about 20 s"
+        "--quick", action="store_true", help="a small fleet: the same story in half the time"
     )
     fleet.add_argument(
         "--shape",
