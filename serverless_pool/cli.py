@@ -399,6 +399,9 @@ def _run_fleet(args: argparse.Namespace, out: TextIO) -> int:
         params = params.replace(**changes)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        # Said now, not after a minute of running.
+        raise UsageError(f"--plot: the folder of {args.plot!r} does not exist")
     missing = _fleet_requirements(plot=bool(args.plot))
     if missing:
         print(f"serverless-pool fleet: {missing}", file=sys.stderr)

@@ -44,6 +44,7 @@ def test_a_given_server_is_used_with_its_free_slots_as_the_budget(
             "the PgBouncer strategy starts its own PgBouncer",
         ),
         (("--url", "postgresql://u:pw@127.0.0.1:9/x"), "serverless-pool fleet: failed"),
+        (("--plot", "/nonexistent/fleet.png"), "--plot: the folder of '/nonexistent/fleet.png'"),
     ],
 )
 def test_bad_input_is_refused_with_a_message_naming_it(
