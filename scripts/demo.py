@@ -14,6 +14,11 @@ Lambda instance lives through, first with a plain held psycopg connection, then 
 Then, when the Lambda emulator is available, the Flask example app runs "on Lambda"
 locally: the instance is frozen, its backend ended while frozen, thawed, and answers.
 
+Last, a short fleet (``serverless-pool fleet --quick --shape burst``, about 20 s): 9
+instances of the real Lambda runtime for 3 database slots, each way of connecting on
+the same traffic. The full simulation (three shapes, about a minute) is
+``serverless-pool fleet``.
+
     ./scripts/demo            (installs what it needs, then runs this)
 """
 
@@ -123,12 +128,54 @@ def main() -> int:
 
         lambda_failures = _lambda_part(pg)
 
+    fleet = _fleet_part()
     say(
         f"\n{BOLD}Summary{RESET}: held connection failed {failed_plain} of 5 requests;"
         f" ServerlessPool failed {failed_pool} of 5"
-        + f"; the shop on the Lambda emulator failed {lambda_failures} of 4."
+        + f"; the shop on the Lambda emulator failed {lambda_failures} of 4"
+        + f"; in the fleet, {fleet}."
     )
-    return 0 if failed_pool == 0 and not lambda_failures else 1
+    fleet_ok = "ServerlessPool failed 0 of" in fleet and "behind PgBouncer 0 of" in fleet
+    return 0 if failed_pool == 0 and not lambda_failures and fleet_ok else 1
+
+
+def _fleet_part() -> str:
+    """A short fleet on the Lambda emulator; returns its one-line summary."""
+    from serverless_pool.fleet import FleetParams, format_tables, simulate
+    from serverless_pool.fleet.progress import ProgressBar
+
+    params = FleetParams.quick().replace(shapes=("burst",))
+    shape = params.shape("burst")
+    say(
+        f"\n{BOLD}A fleet on the Lambda emulator: {shape.instances} instances of the real"
+        f" runtime for {params.budget} database slots{RESET}"
+    )
+    say(
+        f"  {DIM}the short shape (serverless-pool fleet --quick --shape burst); every"
+        f" instance frozen between requests, the server's idle_session_timeout"
+        f" {params.idle_timeout:g} s; the full run, three shapes in about a minute:"
+        f" serverless-pool fleet --plot fleet.png{RESET}"
+    )
+    bar = ProgressBar(sys.stderr)
+    try:
+        report = simulate(params, progress=bar)
+    finally:
+        bar.close()
+    data = report.as_dict()
+    say(format_tables(data["shapes"], report.budget).rstrip())
+    runs = {run.strategy: run for run in report.runs()}
+    requests = len(runs["serverless-pool"].requests)
+
+    def failed(name: str) -> int:
+        return runs[name].errors
+
+    return (
+        f"connect per request failed {failed('connect-per-request')} of {requests},"
+        f" a module-level connection {failed('module-level')},"
+        f" ServerlessPool failed {failed('serverless-pool')} of {requests}"
+        f" ({failed('serverless-pool-no-extension')} without its extension),"
+        f" behind PgBouncer {failed('serverless-pool-pgbouncer')} of {requests}"
+    )
 
 
 def _lambda_part(pg: PostgresServer) -> int:

@@ -112,45 +112,83 @@ def _build_parser() -> argparse.ArgumentParser:
 
     fleet = sub.add_parser(
         "fleet",
-        help="simulate a fleet with 3x more instances than database slots",
-        description="Run many Lambda-like instances (OS processes) against few database"
-        " slots and compare connect-per-request, a module-level connection and"
-        " ServerlessPool on the same traffic. Without --url a throwaway PostgreSQL is"
-        " started on 127.0.0.1 (needs the PostgreSQL server binaries).",
-        epilog="Exit codes: 0 ServerlessPool had no error within the budget, 1 it had"
-        " errors or exceeded the budget, 2 bad input.",
+        help="simulate a Lambda fleet with more instances than database slots",
+        description="Run Lambda instances on the local emulator (the real awslambdaric,"
+        " frozen with SIGSTOP between invocations, shut down as Lambda does) against few"
+        " database slots, and compare connect-per-request, a module-level connection,"
+        " ServerlessPool with and without its shutdown extension, and ServerlessPool"
+        " behind PgBouncer, on the same traffic, in three shapes of fleet. Without --url"
+        " a throwaway PostgreSQL (and PgBouncer) is started on 127.0.0.1. Linux only;"
+        " needs serverless-pool[fleet], and [plot] for --plot.",
+        epilog="Exit codes: 0 every ServerlessPool run served every request within the"
+        " budget, 1 one did not (or the simulation failed), 2 bad input.",
     )
-    fleet.add_argument("--quick", action="store_true", help="a smaller, faster fleet (tests)")
     fleet.add_argument(
-        "--url",
-        help="run against this server instead of a throwaway one; the budget is its free"
-        " slots (use a server nothing else depends on)",
+        "--quick", action="store_true", help="a small fleet: the same story in half the time"
+    )
+    fleet.add_argument(
+        "--shape",
+        action="append",
+        choices=("burst", "scale", "managed"),
+        help="run only this shape of fleet (repeatable; default all three): burst ="
+        " on-demand, 3 instances per slot; scale = 6 per slot; managed = Lambda Managed"
+        " Instances",
+    )
+    fleet.add_argument(
+        "--strategy",
+        action="append",
+        choices=(
+            "connect-per-request",
+            "module-level",
+            "serverless-pool",
+            "serverless-pool-no-extension",
+            "serverless-pool-pgbouncer",
+        ),
+        help="run only this strategy, in every shape (repeatable; default: each shape's own)",
     )
     fleet.add_argument(
         "--budget",
         type=_positive_int("--budget"),
         metavar="B",
-        help="usable slots of the throwaway server (default 10, quick 5)",
+        help="usable slots of the throwaway server (default 10, quick 3)",
     )
     fleet.add_argument(
         "--instances",
         type=_positive_int("--instances"),
         metavar="N",
-        help="instances in the fleet (default 3 x budget)",
+        help="on-demand instances of the burst shape (default 3 x budget; scale has 2 x N)",
     )
     fleet.add_argument(
         "--waves",
         type=_positive_int("--waves"),
         metavar="W",
-        help="bursts of traffic (default 4, quick 2)",
+        help="waves of traffic, the fleet frozen in between (default 2)",
     )
     fleet.add_argument(
-        "--strategy",
-        action="append",
-        choices=("connect-per-request", "module-level", "serverless-pool"),
-        help="run only this strategy (repeatable; default all three)",
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the server's idle_session_timeout (default 0.5, quick 0.3; 900 s is"
+        " ServerlessPool's default on Lambda: time is compressed here)",
     )
-    fleet.add_argument("--json", action="store_true", help="print the results as JSON")
+    fleet.add_argument(
+        "--no-snapstart",
+        action="store_true",
+        help="start every on-demand instance with a full init instead of restoring it"
+        " from a SnapStart snapshot (slower: about 0.4 s of CPU per instance)",
+    )
+    fleet.add_argument(
+        "--url",
+        help="run against this server instead of a throwaway one; the budget is its free"
+        " slots, the PgBouncer strategy is skipped (use a server nothing else depends on)",
+    )
+    fleet.add_argument("--json", action="store_true", help="print the report as JSON")
+    fleet.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw server connections over time and latency percentiles to this PNG"
+        " (needs matplotlib: serverless-pool[plot])",
+    )
     fleet.set_defaults(run=_run_fleet)
     return parser
 
@@ -334,59 +372,98 @@ def _scrub(text: str, secret: str | None) -> str:
 def _run_fleet(args: argparse.Namespace, out: TextIO) -> int:
     import json
 
-    from .fleet import STRATEGIES, FleetParams, format_table, simulate
+    from .fleet import FleetParams, format_tables, simulate
+    from .fleet.progress import ProgressBar
 
     params = FleetParams.quick() if args.quick else FleetParams()
     changes: dict[str, object] = {}
     if args.budget is not None:
+        if args.url:
+            raise UsageError(
+                "--budget sizes the throwaway server; with --url the budget is that"
+                " server's free slots"
+            )
         changes["budget"] = args.budget
-        changes["instances"] = 3 * args.budget
-    if args.instances is not None:
-        changes["instances"] = args.instances
-    if args.waves is not None:
-        changes["waves"] = args.waves
+    for option in ("instances", "waves"):
+        if getattr(args, option) is not None:
+            changes[option] = getattr(args, option)
+    if args.idle_timeout is not None:
+        changes["idle_timeout"] = args.idle_timeout
+    if args.shape:
+        changes["shapes"] = tuple(dict.fromkeys(args.shape))
+    if args.strategy:
+        changes["strategies"] = tuple(dict.fromkeys(args.strategy))
+    if args.no_snapstart:
+        changes["snapstart"] = False
     try:
         params = params.replace(**changes)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    strategies = tuple(args.strategy or STRATEGIES)
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        # Said now, not after a minute of running.
+        raise UsageError(f"--plot: the folder of {args.plot!r} does not exist")
+    missing = _fleet_requirements(plot=bool(args.plot))
+    if missing:
+        print(f"serverless-pool fleet: {missing}", file=sys.stderr)
+        return PROBLEM
     secret = _password_of(args.url) if args.url else None
-
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
+    bar = ProgressBar(sys.stderr)
     try:
-        report = simulate(
-            params,
-            url=args.url,
-            strategies=strategies,
-            progress=progress,
-            scale_to_budget=args.instances is None,
-        )
+        report = simulate(params, url=args.url, progress=bar)
     except ValueError as err:
         raise UsageError(_scrub(str(err), secret)) from None
     except Exception as err:  # noqa: BLE001 (one clear line instead of a traceback)
         message = _scrub(" ".join(str(err).split()), secret)
         print(f"serverless-pool fleet: failed: {type(err).__name__}: {message}", file=sys.stderr)
         return PROBLEM
+    finally:
+        bar.close()
 
+    data = report.as_dict()
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2), file=out)
+        print(json.dumps(data, indent=1), file=out)
     else:
         p = report.params
-        print(f"server: {report.server}; fleet budget {p.budget} slots", file=out)
+        print(f"server: {report.server}; fleet budget {report.budget} slots", file=out)
         print(
-            f"fleet: {p.instances} instances x {p.requests_per_instance} requests"
-            f" ({p.waves} waves every {p.wave_interval:g} s arriving over {p.spread:g} s,"
-            f" bursts of {p.burst} with {p.think * 1000:g} ms think time,"
-            f" {p.service * 1000:g} ms of database work each)",
+            f"traffic: {p.waves} waves, frozen {p.pause:g} s in between; users arrive over"
+            f" {p.spread:g} s and send {p.burst} requests {p.think * 1000:g} ms apart;"
+            f" each request: {p.db_time * 1000:g} ms of database work, then"
+            f" {p.app_time * 1000:g} ms of other work; function timeout"
+            f" {p.request_timeout:g} s; new on-demand instances"
+            f" {'restored from a SnapStart snapshot' if p.snapstart else 'run a full init'}",
             file=out,
         )
-        print(format_table(report.results), file=out)
-    pooled = [r for r in report.results if r.strategy == "serverless-pool"]
+        print("", file=out)
+        print(format_tables(data["shapes"], report.budget), file=out, end="")
+        for skipped in report.skipped:
+            print(f"skipped: {skipped} (needs the throwaway server)", file=out)
+    if args.plot:
+        from .fleet.plot import render
+
+        render(data, args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    pooled = [r for r in report.runs() if r.strategy.startswith("serverless-pool")]
     if any(r.errors or not r.within_budget or r.crashes for r in pooled):
         return PROBLEM
     return OK
+
+
+def _fleet_requirements(*, plot: bool) -> str | None:
+    """What the fleet needs and this installation lacks, as a one-line message."""
+    import importlib.util
+
+    if not sys.platform.startswith("linux"):
+        return "the Lambda emulator watches its processes through /proc: Linux only"
+    lacking = [m for m in ("awslambdaric", "apig_wsgi") if importlib.util.find_spec(m) is None]
+    if lacking:
+        return (
+            f"the instances run the AWS runtime client on the local emulator, which needs"
+            f" {' and '.join(lacking)}: pip install 'serverless-pool[fleet]'"
+        )
+    if plot and importlib.util.find_spec("matplotlib") is None:
+        return "--plot needs matplotlib: pip install 'serverless-pool[plot]'"
+    return None
 
 
 if __name__ == "__main__":

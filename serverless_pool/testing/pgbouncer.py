@@ -65,6 +65,9 @@ class PgBouncerServer(LoopbackEndpoint):
     :param settings: extra ``[pgbouncer]`` settings, written as given.
     :param plain_passwords: write plain passwords to the auth_file instead of the
         server's SCRAM secrets.
+    :param connect_query: a query PgBouncer runs on each new server connection (e.g.
+        ``SET idle_session_timeout = 0``, to exempt its own sessions from a server-wide
+        timeout meant for clients that connect directly).
 
     Use as a context manager, or call `start()` and `stop()`.
     """
@@ -77,6 +80,7 @@ class PgBouncerServer(LoopbackEndpoint):
         default_pool_size: int = 2,
         settings: dict[str, str] | None = None,
         plain_passwords: bool = False,
+        connect_query: str | None = None,
     ) -> None:
         if pool_mode not in _POOL_MODES:
             raise ValueError(
@@ -87,6 +91,9 @@ class PgBouncerServer(LoopbackEndpoint):
         self.default_pool_size = default_pool_size
         self.extra_settings = dict(settings or {})
         self.plain_passwords = plain_passwords
+        if connect_query is not None and "'" in connect_query:
+            raise ValueError("connect_query: single quotes cannot be written to pgbouncer.ini")
+        self.connect_query = connect_query
         self.binary = find_pgbouncer()
         self.host = "127.0.0.1"
         self.port = 0
@@ -294,9 +301,12 @@ class PgBouncerServer(LoopbackEndpoint):
             "log_disconnections": "1",
         }
         settings.update(self.extra_settings)
+        target = f"host={backend.host} port={backend.port}"
+        if self.connect_query is not None:
+            target += f" connect_query='{self.connect_query}'"
         lines = [
             "[databases]",
-            f"* = host={backend.host} port={backend.port}",
+            f"* = {target}",
             "",
             "[pgbouncer]",
             *(f"{key} = {value}" for key, value in settings.items()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lambda_testkit import FUNCTIONS
+from lambda_testkit import FUNCTIONS, wait_until
 
 from serverless_pool.testing.lambda_emulator import EmulatedFunction, Snapshot, http_api_event
 from serverless_pool.testing.postgres import PostgresServer
@@ -56,6 +56,8 @@ def test_hooks_run_once_before_the_snapshot_and_once_per_restore() -> None:
     env = {"PLAIN_FUNCTION_SNAPSHOT_HOOKS": "1"}
     with Snapshot("plain_function.handler", cwd=FUNCTIONS, env=env) as snapshot:
         snapshot.take()
+        # The hook's line travels through a pipe the emulator reads on a thread.
+        assert wait_until(lambda: "before snapshot in" in snapshot.output())
         assert snapshot.output().count("before snapshot in") == 1
         first, second = snapshot.restore(), snapshot.restore()
         one, two = first.invoke({}), second.invoke({})

@@ -122,6 +122,36 @@ class EmulatedFunction:
             return instance
         return LambdaInstance(self.handler, **self._options)
 
+    def provision(self, count: int) -> list[LambdaInstance]:
+        """Start `count` environments before any traffic and wait until they are ready.
+
+        What a Managed Instances capacity provider does (and on-demand, provisioned
+        concurrency): init runs ahead, every worker is waiting for an event, and no
+        event pays for the environment's start (a Managed Instances worker's first event
+        is still reported as its first).
+        """
+        started: list[LambdaInstance] = []
+        for _ in range(count):
+            with self._cond:
+                if self._closed or len(self.instances) >= self.max_instances:
+                    break
+                instance = self._new_instance()
+                self.instances.append(instance)
+                self._load[instance.name] = 1  # taken while it starts
+            try:
+                instance.start()
+                instance._fresh = False
+                if instance.managed:
+                    instance.wait_workers(self._capacity(), timeout=instance.init_timeout)
+                elif self.freeze_idle:
+                    instance.freeze()
+            finally:
+                with self._cond:
+                    self._load[instance.name] -= 1
+                    self._cond.notify_all()
+            started.append(instance)
+        return started
+
     def shutdown(self, instance: LambdaInstance, reason: str = "spindown") -> ShutdownResult:
         """End one environment as Lambda does (it leaves the function)."""
         with self._cond:

@@ -149,6 +149,10 @@ class LambdaInstance:
     :param on_output: called with each line the environment prints.
     :param vanish: a killed environment stays stopped until `close()`, so that the
         database sees its connections neither close nor answer (see the module doc).
+    :param count_connections: count the connections each invocation opened (see the
+        module doc); False skips reading ``/proc/net/tcp`` twice per invocation, which
+        costs milliseconds of CPU on a machine with many sockets (the fleet simulation
+        counts connections itself), and reports 0.
     """
 
     def __init__(
@@ -167,6 +171,7 @@ class LambdaInstance:
         name: str | None = None,
         on_output: OutputCallback | None = None,
         vanish: bool = True,
+        count_connections: bool = True,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency: expected at least 1, got {max_concurrency!r}")
@@ -179,6 +184,7 @@ class LambdaInstance:
         self.memory_mb = memory_mb
         self.max_concurrency = max_concurrency
         self.vanish = vanish
+        self.count_connections = count_connections
         self.on_output = on_output
         self._env = dict(env or {})
         self._cwd = Path(cwd) if cwd is not None else Path.cwd()
@@ -505,6 +511,8 @@ class LambdaInstance:
 
     def _held(self, pids: Iterable[int]) -> set[int]:
         assert self._api is not None
+        if not self.count_connections:
+            return set()
         return processes.tcp_connections(list(pids), self._api.port)
 
     def _run(self, invocation: Invocation, limit: float, cold: bool) -> InvocationResult:

@@ -77,8 +77,12 @@ def signal_group(pid: int, signum: int) -> None:
 
 
 def _state(pid: int) -> str | None:
+    return _state_of(Path(f"/proc/{pid}/stat"))
+
+
+def _state_of(stat: Path) -> str | None:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = stat.read_text()
     except OSError:
         return None
     return text.rsplit(")", 1)[1].split()[0]
@@ -90,14 +94,25 @@ def is_stopped(pid: int) -> bool:
 
 
 def wait_stopped(pid: int, timeout: float) -> bool:
-    """Wait (bounded) until `pid` is stopped; SIGSTOP is delivered asynchronously."""
+    """Wait (bounded) until every thread of `pid` is stopped; SIGSTOP is delivered
+    asynchronously, to each thread in turn."""
     limit = time.monotonic() + timeout
     while time.monotonic() < limit:
         state = _state(pid)
-        if state is None or state in ("T", "t", "Z", "X"):
-            return state in ("T", "t")
+        if state is None or state in ("Z", "X"):
+            return False
+        if state in ("T", "t") and all(s in ("T", "t", None) for s in _thread_states(pid)):
+            return True
         time.sleep(0.001)
     return False
+
+
+def _thread_states(pid: int) -> list[str | None]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    return [_state_of(task / "stat") for task in tasks]
 
 
 def children(pid: int) -> list[int]:
