@@ -301,9 +301,7 @@ def count(suite: str, key: str, endpoint: Any, requests: int, marks: Path, workd
     raise RuntimeError(f"no totals in {dumps[0]}")
 
 
-def run(
-    suites: list[str], requests: int, only: set[str] | None = None
-) -> list[dict[str, Any]]:
+def run(suites: list[str], requests: int, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Count every strategy of `suites` (those keyed in `only`, and their baselines); one
     row each, with its ratio to the baseline."""
     from serverless_pool.testing.postgres import PostgresServer
