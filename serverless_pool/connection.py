@@ -173,7 +173,7 @@ class _GoodbyeWatch:
         if diag.sqlstate in TERMINATION_SQLSTATES:
             conn = self._conn()
             if conn is not None:
-                conn._sp_terminated = True
+                conn._sp_terminated = conn._sp_look_again = True
 
 
 class PooledConnection(psycopg.Connection[Row]):
@@ -203,11 +203,17 @@ class PooledConnection(psycopg.Connection[Row]):
     _sp_watch: Any = None
     # The session runs over TLS (libpq then reads one TLS record at a time).
     _sp_tls: bool = False
+    # The borrow must look beyond the answer to the reset: the session runs over TLS, or
+    # the server said goodbye. One flag, so the common borrow reads one attribute.
+    _sp_look_again: bool = False
 
     def _sp_setup(self) -> Baseline:
         """After the pool configured the connection: watch it, and take its baseline."""
         self._sp_watch = watch_socket(self.pgconn.socket)
-        self._sp_tls = bool(self.pgconn.ssl_in_use)
+        # Set on the object, not left to the class defaults: the interpreter reads an
+        # object's own attributes fastest, and the borrow reads these every time.
+        self._sp_tls = self._sp_look_again = bool(self.pgconn.ssl_in_use)
+        self._sp_terminated = False
         self.add_notice_handler(_GoodbyeWatch(self))
         baseline = Baseline(self)
         self._sp_unclean = False
@@ -296,7 +302,7 @@ class PooledConnection(psycopg.Connection[Row]):
         dead = self.pgconn
         self.pgconn = other.pgconn
         self._sp_watch = watch_socket(self.pgconn.socket)
-        self._sp_tls = bool(self.pgconn.ssl_in_use)
+        self._sp_tls = self._sp_look_again = bool(self.pgconn.ssl_in_use)
         self._sp_terminated = False
         # psycopg routes notices and notifications through weak references to the
         # owning connection: point them at this object.

@@ -186,7 +186,7 @@ class ServerlessPool:
         self._prepares = self.settings.prepare_threshold is not None
         # Borrows and resets of the fast paths: counted apart, as plain integers.
         self._quick_borrows = 0
-        self._quick_resets = 0
+        self._quick_returns = 0  # each sent a reset when the pool discards (direct mode)
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -232,8 +232,10 @@ class ServerlessPool:
                         and not pgconn.is_busy()
                         # a goodbye read with the answer was parsed as a notice; over
                         # TLS libpq reads one record at a time: look again
-                        and not conn._sp_terminated
-                        and not (conn._sp_tls and conn._sp_watch.poll(0))
+                        and not (
+                            conn._sp_look_again
+                            and (conn._sp_terminated or conn._sp_watch.poll(0))
+                        )
                     )
                 except psycopg.Error:
                     ready = False
@@ -397,16 +399,19 @@ class ServerlessPool:
                     pass  # the slow path below closes it
                 else:
                     entry.resetting = True
-                    self._quick_resets += 1
+                    self._quick_returns += 1
                     self._idle.append(entry)
                     if self._waiting:
                         self._wake_one()
                     return
             else:
+                self._quick_returns += 1
                 self._idle.append(entry)
                 if self._waiting:
                     self._wake_one()
                 return
+        with self._lock:
+            self._stats.add(st.RETURNS)
         reason: str | None
         try:
             reason = self._reset(entry)
@@ -513,15 +518,17 @@ class ServerlessPool:
         """Like `stats()`, and reset the counters."""
         with self._lock:
             counts = self._report(self._stats.pop())
-            self._quick_borrows = self._quick_resets = 0
+            self._quick_borrows = self._quick_returns = 0
             return counts
 
     def _report(self, counts: dict[str, int]) -> dict[str, int]:
         if self._quick_borrows:
             counts[st.BORROWS] = counts.get(st.BORROWS, 0) + self._quick_borrows
             counts[st.REUSED] = counts.get(st.REUSED, 0) + self._quick_borrows
-        if self._quick_resets:
-            counts[st.RESETS] = counts.get(st.RESETS, 0) + self._quick_resets
+        if self._quick_returns:
+            counts[st.RETURNS] = counts.get(st.RETURNS, 0) + self._quick_returns
+            if self._discards:
+                counts[st.RESETS] = counts.get(st.RESETS, 0) + self._quick_returns
         counts.update(self._gauges())
         return counts
 

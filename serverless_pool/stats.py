@@ -19,6 +19,7 @@ __all__ = [
     "READ_ONLY_ERRORS",
     "REPLACED_PREFIX",
     "RESETS",
+    "RETURNS",
     "REUSED",
     "ROLLBACKS",
     "STATEMENT_RETRIES",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 BORROWS: Final = "borrows"
+#: connections given back (``borrows - returns`` are on loan)
+RETURNS: Final = "returns"
 REUSED: Final = "reused"
 CONNECTIONS_OPENED: Final = "connections_opened"
 CONNECTIONS_CLOSED: Final = "connections_closed"

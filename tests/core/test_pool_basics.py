@@ -332,3 +332,38 @@ def test_configure_runs_on_each_new_connection(postgres: PostgresServer, app_nam
         with pool.connection():
             pass
     assert len(seen) == 1
+
+
+def test_the_stats_add_up_whatever_happened(
+    postgres: PostgresServer, make_pool: Callable[..., ServerlessPool], app_name: str
+) -> None:
+    """opened - closed is the pool's size, borrows - returns what is on loan."""
+    pool = make_pool(max_size=3)
+
+    def check() -> None:
+        stats = pool.stats()
+        opened = stats["connections_opened"] - stats.get("connections_closed", 0)
+        assert opened == stats["pool_size"], stats
+        assert stats["borrows"] - stats.get("returns", 0) == stats["pool_in_use"], stats
+
+    a, b = pool.acquire(), pool.acquire()
+    check()
+    pool.release(a)
+    check()
+    with pool.connection() as conn:
+        # the session ends under the borrow: replaced before the first statement
+        postgres.terminate_backends(pids=[conn.info.backend_pid])
+        postgres.wait_process_gone(conn.info.backend_pid)
+        conn.execute("SELECT 1")
+        check()
+    check()
+    b.close()  # closed by its borrower: discarded on return
+    pool.release(b)
+    check()
+    postgres.terminate_backends(application_name=app_name)  # ended while idle
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+    check()
+    pool.drain()
+    check()
+    assert pool.stats()["pool_size"] == 0
