@@ -58,6 +58,11 @@ STRATEGIES: list[tuple[str, str, dict[str, Any]]] = [
         {"CONN_MAX_AGE": 0, "OPTIONS": {"pool": {"min_size": 1, "max_size": 2}}},
     ),
     ("ours", "serverless-pool ENGINE + middleware", {"ENGINE": OURS}),
+    (
+        "ours_never",
+        "serverless-pool ENGINE + middleware, reset_on_return=never",
+        {"ENGINE": OURS, "SERVERLESS_POOL": {"reset_on_return": "never"}},
+    ),
 ]
 
 
@@ -75,7 +80,10 @@ def _configure(server: PostgresServer) -> None:
         }
         options = dict(entry.get("OPTIONS", {}))
         if entry["ENGINE"] == OURS:
-            entry["SERVERLESS_POOL"] = {"application_name": f"bench-{alias}"}
+            entry["SERVERLESS_POOL"] = {
+                **entry.get("SERVERLESS_POOL", {}),
+                "application_name": f"bench-{alias}",
+            }
         else:
             options["application_name"] = f"bench-{alias}"
         entry["OPTIONS"] = options
@@ -156,7 +164,7 @@ class _Client:
 
 def _client(alias: str) -> _Client:
     middleware = ["django_serverless_pool.middleware.ServerlessPoolMiddleware"]
-    return _Client(alias, _handler(middleware if alias == "ours" else []))
+    return _Client(alias, _handler(middleware if alias.startswith("ours") else []))
 
 
 def _close_connections() -> None:
