@@ -233,8 +233,7 @@ class ServerlessPool:
                         # a goodbye read with the answer was parsed as a notice; over
                         # TLS libpq reads one record at a time: look again
                         and not (
-                            conn._sp_look_again
-                            and (conn._sp_terminated or conn._sp_watch.poll(0))
+                            conn._sp_look_again and (conn._sp_terminated or conn._sp_watch.poll(0))
                         )
                     )
                 except psycopg.Error:
