@@ -51,6 +51,9 @@ _IDLE: Final = pq.TransactionStatus.IDLE
 _RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _RESET_DONE: Final = _reset.DONE
 _PIPELINE_SYNC: Final = pq.ExecStatus.PIPELINE_SYNC
+# Borrows that find the reset's answer in before a connection's resets stop being
+# pipelined: where answers come late now and then, each late one would otherwise wait.
+_HURRY: Final = 16
 _COMMAND_OK: Final = pq.ExecStatus.COMMAND_OK
 _DISCARD_ALL: Final = _reset.DISCARD_ALL
 
@@ -82,9 +85,10 @@ class _Entry:
         self.last_used = now
         # A DISCARD ALL was sent when the connection came back; its answer is unread.
         self.resetting = False
-        # The last borrow came before the answer to the reset (back-to-back requests):
-        # the next reset goes in a pipeline, for the next first statement to follow it.
-        self.hurried = False
+        # A recent borrow came before the answer to the reset (back-to-back requests):
+        # while this counts down (one per borrow that found the answer in), resets go in
+        # a pipeline, for the next first statement to follow it.
+        self.hurried = 0
         self.renew(now, lifetime)
         conn._sp_entry = self
 
@@ -234,10 +238,11 @@ class ServerlessPool:
                         # (`PooledCursorMixin`), and its answer doubles as the check
                         # (over TLS, or after a goodbye, the slow path looks first);
                         # otherwise the slow path waits, and the next reset is pipelined.
-                        ready = behind = entry.hurried and not conn._sp_look_again
-                        entry.hurried = True
+                        ready = behind = bool(entry.hurried) and not conn._sp_look_again
+                        entry.hurried = _HURRY
                     elif entry.hurried:
-                        behind = entry.hurried = False
+                        entry.hurried -= 1
+                        behind = False
                         # The result, the end of its results, the Sync's answer (in
                         # the same packet); anything else sends it to the slow path.
                         ready = (
@@ -678,7 +683,7 @@ class ServerlessPool:
         if self._discards:
             conn._sp_forget_prepared()
             try:
-                _reset.send_reset(pgconn, entry.hurried)
+                _reset.send_reset(pgconn, bool(entry.hurried))
             except psycopg.Error:
                 return st.RESET_FAILED
             entry.resetting = True
