@@ -8,8 +8,9 @@ paths, each measured with both modes side by side in one run, in rounds of short
 in a shuffled order, the ratio paired by round (see `rounds.py`):
 
 - the core, back to back: borrow, ``SELECT 1``, return, and the next borrow at once. A loop
-  with no pause has nothing to overlap the reset with: the next borrow waits for the rest
-  of its round trip. This is the worst case, reported as it is.
+  with no pause has nothing to overlap the reset with: the next borrow's statement goes
+  behind the reset in one pipeline (one round trip for both), but the server still runs
+  ``DISCARD ALL`` before it. This is the worst case, reported as it is.
 - a Flask request (a plain WSGI call, as a server makes it) and a Django request (Django's
   WSGI handler with the ENGINE and middleware): the framework's own work around the
   request overlaps the reset.

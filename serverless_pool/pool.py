@@ -53,7 +53,7 @@ _RESET_DONE: Final = _reset.DONE
 _PIPELINE_SYNC: Final = pq.ExecStatus.PIPELINE_SYNC
 # Borrows that find the reset's answer in before a connection's resets stop being
 # pipelined: where answers come late now and then, each late one would otherwise wait.
-_HURRY: Final = 16
+_HURRY: Final = 4
 _COMMAND_OK: Final = pq.ExecStatus.COMMAND_OK
 _DISCARD_ALL: Final = _reset.DISCARD_ALL
 

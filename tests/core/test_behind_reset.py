@@ -83,7 +83,7 @@ def test_the_first_statement_goes_behind_the_reset_and_sees_a_clean_session(
     one_connection: ServerlessPool, postgres: PostgresServer, request: pytest.FixtureRequest
 ) -> None:
     pool = one_connection
-    trace = tempfile.TemporaryFile()
+    trace = tempfile.TemporaryFile()  # noqa: SIM115  # closed by the finalizer
     request.addfinalizer(trace.close)
 
     def dirty_then_trace(conn: psycopg.Connection[Any]) -> None:
@@ -91,11 +91,10 @@ def test_the_first_statement_goes_behind_the_reset_and_sees_a_clean_session(
         conn.pgconn.trace(trace.fileno())
         conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
 
-    with _answer_held_back(pool, postgres, dirty_then_trace) as pid:
-        with pool.connection() as conn:
-            assert conn.execute(CLEAN_SESSION).fetchone() == CLEAN
-            assert conn.pgconn.backend_pid == pid  # the same session, reset
-            conn.pgconn.untrace()
+    with _answer_held_back(pool, postgres, dirty_then_trace) as pid, pool.connection() as conn:
+        assert conn.execute(CLEAN_SESSION).fetchone() == CLEAN
+        assert conn.pgconn.backend_pid == pid  # the same session, reset
+        conn.pgconn.untrace()
     trace.seek(0)
     lines = trace.read().decode().splitlines()
     sent_statement = next(i for i, line in enumerate(lines) if "current_setting" in line)
@@ -115,13 +114,12 @@ def test_no_transaction_is_left_open_and_the_next_borrow_is_plain(
     one_connection: ServerlessPool, postgres: PostgresServer
 ) -> None:
     pool = one_connection
-    with _answer_held_back(pool, postgres):
-        with pool.connection() as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
-            # the pipeline was left: libpq and PostgreSQL both see an idle session
-            assert conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
-            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
-            pid = conn.info.backend_pid
+    with _answer_held_back(pool, postgres), pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        # the pipeline was left: libpq and PostgreSQL both see an idle session
+        assert conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        pid = conn.info.backend_pid
     state = postgres.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
     assert state == [("idle",)]
     with pool.connection() as conn:
@@ -160,9 +158,9 @@ OTHER_FIRST_OPERATIONS: dict[str, Callable[[psycopg.Connection[Any]], Any]] = {
     "a pipeline": lambda conn: _in_pipeline(conn),
     "a server-side cursor": lambda conn: _server_cursor(conn),
     "autocommit switched off first": lambda conn: _autocommit_off(conn),
-    "a cursor made from psycopg's class": lambda conn: psycopg.Cursor(conn)
-    .execute(CLEAN_SESSION)
-    .fetchone(),
+    "a cursor made from psycopg's class": lambda conn: (
+        psycopg.Cursor(conn).execute(CLEAN_SESSION).fetchone()
+    ),
     "a prepared statement": lambda conn: conn.execute(CLEAN_SESSION, prepare=True).fetchone(),
     "a statement as bytes": lambda conn: conn.execute(CLEAN_SESSION.encode()).fetchone(),
 }
@@ -219,9 +217,8 @@ def test_a_borrow_that_runs_nothing_returns_cleanly(
     one_connection: ServerlessPool, postgres: PostgresServer
 ) -> None:
     pool = one_connection
-    with _answer_held_back(pool, postgres):
-        with pool.connection():
-            pass
+    with _answer_held_back(pool, postgres), pool.connection():
+        pass
     with pool.connection() as conn:
         assert conn.execute(CLEAN_SESSION).fetchone() == CLEAN
     assert pool.stats()["pool_size"] == 1
@@ -262,7 +259,7 @@ def test_the_trace_of_an_ordinary_borrow_has_no_pipeline_for_the_statement(
     """The control: with the answer in before the borrow, the statement goes out alone,
     in the simple protocol, as psycopg sends it."""
     pool = one_connection
-    trace = tempfile.TemporaryFile()
+    trace = tempfile.TemporaryFile()  # noqa: SIM115  # closed by the finalizer
     request.addfinalizer(trace.close)
     with pool.connection() as conn:
         conn.execute("SELECT 1")
