@@ -759,6 +759,8 @@ class ServerlessPool:
         conn.cursor_factory = PooledCursor
         conn.server_cursor_factory = PooledServerCursor
         conn._sp_replace = self._replace_server_connection
+        if settings.deadline_function is not None:
+            conn._sp_deadline_function = settings.deadline_function.encode()
         if self._configure is not None:
             self._configure(conn)
         conn._sp_baseline = conn._sp_setup()
