@@ -187,12 +187,16 @@ def test_the_bound_adds_no_round_trip(pool: ServerlessPool, kind: Callable[[Conn
 
 
 def test_what_goes_out_for_each_protocol(pool: ServerlessPool) -> None:
-    with pool.connection() as conn, deadline_after(5), bound_statements_by_deadline():
-        with traced(conn) as trace:
-            conn.execute("SELECT 1")
-            conn.execute("SELECT %s", [1])
-            with conn.transaction():
-                conn.execute("SELECT 2")
+    with (
+        pool.connection() as conn,
+        deadline_after(5),
+        bound_statements_by_deadline(),
+        traced(conn) as trace,
+    ):
+        conn.execute("SELECT 1")
+        conn.execute("SELECT %s", [1])
+        with conn.transaction():
+            conn.execute("SELECT 2")
     queries = trace[0].sent("Query")
     assert queries[0].startswith('"SET LOCAL statement_timeout = ')
     assert queries[0].endswith(';\nSELECT 1"')
@@ -213,15 +217,22 @@ def test_the_server_ends_a_statement_at_the_deadline(
     pool: ServerlessPool, postgres: PostgresServer, app_name: str, statement: str, transaction: bool
 ) -> None:
     params = [60] if "%s" in statement else None
+
+    def run(conn: Conn) -> None:
+        if transaction:
+            with conn.transaction():
+                conn.execute(statement, params)
+        else:
+            conn.execute(statement, params)
+
     with pool.connection() as conn:
         started = time.monotonic()
-        with deadline_after(1.0), bound_statements_by_deadline():
-            with pytest.raises(psycopg.errors.QueryCanceled) as raised:
-                if transaction:
-                    with conn.transaction():
-                        conn.execute(statement, params)
-                else:
-                    conn.execute(statement, params)
+        with (
+            deadline_after(1.0),
+            bound_statements_by_deadline(),
+            pytest.raises(psycopg.errors.QueryCanceled) as raised,
+        ):
+            run(conn)
         took = time.monotonic() - started
         assert raised.value.sqlstate == "57014"
         # The server stopped it: nothing runs on, and the connection serves on.
@@ -243,11 +254,15 @@ def test_a_deadline_that_has_passed_gives_the_statement_one_millisecond(
 def test_in_a_transaction_every_statement_has_the_time_left_at_begin(
     pool: ServerlessPool,
 ) -> None:
-    with pool.connection() as conn, deadline_after(5), bound_statements_by_deadline():
-        with conn.transaction():
-            first = simple(conn)
-            conn.execute("SELECT pg_sleep(0.2)")
-            later = simple(conn)
+    with (
+        pool.connection() as conn,
+        deadline_after(5),
+        bound_statements_by_deadline(),
+        conn.transaction(),
+    ):
+        first = simple(conn)
+        conn.execute("SELECT pg_sleep(0.2)")
+        later = simple(conn)
     assert first == later
 
 
@@ -305,14 +320,16 @@ def test_the_cursor_sees_only_the_statements_results(pool: ServerlessPool) -> No
         assert [c.name for c in cursor.description or []] == ["a", "b"]
         assert cursor.fetchall() == [("x", 2)]
         assert cursor.nextset() is None
-        assert cursor._query is not None and b"statement_timeout" not in cursor._query.query
+        assert cursor._query is not None
+        assert b"statement_timeout" not in cursor._query.query  # what Django logs
         cursor.execute("CREATE TEMP TABLE deadline_rows (n int)")
         cursor.execute("INSERT INTO deadline_rows SELECT generate_series(1, 3)")
         assert cursor.rowcount == 3
         assert cursor.statusmessage == "INSERT 0 3"
         plain = conn.execute("SELECT 1; SELECT 2")
         assert plain.fetchall() == [(1,)]
-        assert plain.nextset() and plain.fetchall() == [(2,)]
+        assert plain.nextset()
+        assert plain.fetchall() == [(2,)]
         assert plain.nextset() is None
 
 
@@ -397,7 +414,8 @@ def test_deadline_function_sets_the_bound_instead_of_set_local(
             kind(conn)
     sent = " ".join(trace[0].sent("Query") + trace[0].sent("Parse"))
     assert "deadline_test.bound_statement(" in sent
-    assert "SET LOCAL" not in sent and "set_config" not in sent
+    assert "SET LOCAL" not in sent
+    assert "set_config" not in sent
     assert 3000 < ms(bound) <= 5000
     with pool.connection() as conn, deadline_after(5), bound_statements_by_deadline():
         assert conn.execute(f"SELECT {set_by}").fetchone() == ("function",)
