@@ -188,7 +188,7 @@ def test_statement_timeout_bounds_every_statement_by_the_invocations_deadline(
 
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_statement_timeout_must_be_a_boolean(value: object) -> None:
-    with pytest.raises(SettingsError, match="statement_timeout: expected True .* got"):
+    with pytest.raises(SettingsError, match=r"statement_timeout: expected True .* got"):
         make_handler(Flask("bad"), statement_timeout=value)
 
 
