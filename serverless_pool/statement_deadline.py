@@ -44,16 +44,17 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from functools import partial
+from time import monotonic as _monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 from psycopg import errors as e
 from psycopg import pq
+from psycopg._cursor_base import BaseCursor
 from psycopg._preparing import Prepare
 from psycopg.generators import execute, fetch_many, send
 
@@ -75,6 +76,8 @@ _TEXT = pq.Format.TEXT
 _BINARY = pq.Format.BINARY
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_NO_PREPARE = Prepare.NO
+_ClientCursor = psycopg.ClientCursor
 # Never ask the server for less than this: 0 would mean "no timeout". A deadline that
 # has passed gets it too, so the server refuses the statement at once (57014).
 _MIN_MS: Final = 1
@@ -90,6 +93,8 @@ _BOUNDED_WORDS: Final = frozenset(
 )
 # The statement's first word, after white space, comments and opening parentheses.
 _FIRST_WORD: Final = re.compile(rb"(?:\s+|\(|--[^\n]*(?:\n|$)|/\*.*?\*/)*([A-Za-z]+)", re.S)
+# The common case: a statement that starts with one of those words.
+_BOUNDED_START: Final = re.compile(rb"(?:%s)\b" % b"|".join(sorted(_BOUNDED_WORDS)), re.IGNORECASE)
 
 
 class bound_statements_by_deadline:
@@ -122,6 +127,8 @@ class bound_statements_by_deadline:
 
 def statement_is_bounded(query: bytes) -> bool:
     """Whether an autocommit statement gets the bound (see the module's documentation)."""
+    if _BOUNDED_START.match(query) is not None:
+        return True
     match = _FIRST_WORD.match(query)
     return match is not None and match.group(1).lower() in _BOUNDED_WORDS
 
@@ -142,13 +149,13 @@ def bound_sql(function: bytes | None, ms: int, *, extended: bool) -> bytes:
 
 def _bound_ms() -> int | None:
     """Milliseconds left before the deadline, if statements are to be bounded now."""
-    if not _enabled.get():
-        return None
     deadline = current_deadline()
-    if deadline is None:
+    if deadline is None or not _enabled.get():
         return None
-    ms = int((deadline - time.monotonic()) * 1000)
-    return _MIN_MS if ms < _MIN_MS else min(ms, _MAX_MS)
+    ms = int((deadline - _monotonic()) * 1000)
+    if ms < _MIN_MS:
+        return _MIN_MS
+    return ms if ms < _MAX_MS else _MAX_MS
 
 
 # -- the hooks -----------------------------------------------------------------------
@@ -158,12 +165,9 @@ _install_lock = threading.Lock()
 _unbounded_exec_command: Callable[..., Any] = PooledConnection._exec_command
 
 
-def _unbounded_prepare_gen(
-    cursor: Any, pgq: PostgresQuery, prepare: bool | None, binary: bool | None
-) -> PQGen[None]:
-    # The cursor class's own, after the mixin in its MRO (psycopg's, as a rule).
-    parent = super(PooledCursorMixin, cursor)._maybe_prepare_gen
-    return parent(pgq, prepare=prepare, binary=binary)  # type: ignore[no-any-return]
+# psycopg's own: the pool's cursor classes put `PooledCursorMixin` in front of psycopg's
+# cursors, none of which overrides it.
+_unbounded_prepare_gen: Final = BaseCursor._maybe_prepare_gen
 
 
 def _install() -> None:
@@ -222,34 +226,33 @@ def _maybe_prepare_gen(
     """psycopg's `_maybe_prepare_gen` (send one statement, read its results), with an
     autocommit statement bounded."""
     conn = self._conn
-    ms = _bound_ms()
     pipeline = conn._pipeline
     if (
-        ms is None
         # In a transaction (bounded by its BEGIN), or in a pipeline's implicit one
         # (bounded by its first statement): what was sent since the last Sync is
         # still in flight, or queued.
-        or conn.pgconn.transaction_status != _IDLE
+        conn.pgconn.transaction_status != _IDLE
         or (pipeline is not None and pipeline.command_queue)
+        or (ms := _bound_ms()) is None
         or not statement_is_bounded(pgq.query)
     ):
-        return _unbounded_prepare_gen(self, pgq, prepare, binary)
+        return _unbounded_prepare_gen(self, pgq, prepare=prepare, binary=binary)
     function = conn._sp_deadline_function
     if pipeline is not None:
         # This statement opens an implicit transaction, which the bound joins first.
         bound = bound_sql(function, ms, extended=True)
         pipeline.command_queue.append(partial(conn.pgconn.send_query_params, bound, None))
         pipeline.result_queue.append(None)
-        return _unbounded_prepare_gen(self, pgq, prepare, binary)
+        return _unbounded_prepare_gen(self, pgq, prepare=prepare, binary=binary)
     fmt = self.format if binary is None else (_BINARY if binary else _TEXT)
-    client_side = isinstance(self, psycopg.ClientCursor)
+    client_side = isinstance(self, _ClientCursor)
     if client_side and fmt == _BINARY:
         # psycopg refuses it, before anything is sent.
-        return _unbounded_prepare_gen(self, pgq, prepare, binary)
+        return _unbounded_prepare_gen(self, pgq, prepare=prepare, binary=binary)
     prep, name = self._get_prepared(pgq, prepare)
     # A client-side binding cursor's query has its parameters merged already (its
     # `params` only keep them for reference): it is sent like one without.
-    if prep is Prepare.NO and fmt == _TEXT and (client_side or not pgq.params):
+    if prep is _NO_PREPARE and fmt == _TEXT and (client_side or not pgq.params):
         return _simple_gen(self, pgq, prep, name, bound_sql(function, ms, extended=False))
     return _extended_gen(self, pgq, prep, name, binary, bound_sql(function, ms, extended=True))
 
