@@ -289,9 +289,11 @@ def _extended_gen(
     conn = cursor._conn
     pgconn = cursor._pgconn
     pgconn.enter_pipeline_mode()
+    bound_results: list[PGresult] = []
+    prepared: list[PGresult] = []
     try:
         pgconn.send_query_params(bound, None)
-        if prep is Prepare.NO:
+        if prep is _NO_PREPARE:
             cursor._execute_send(pgq, binary=binary, force_extended=True)
         else:
             if prep is Prepare.SHOULD:
@@ -301,17 +303,24 @@ def _extended_gen(
         key = conn._prepared.maybe_add_to_cache(pgq, prep, name)
         yield from send(pgconn)
         bound_results = yield from fetch_many(pgconn)
-        prepared = (yield from fetch_many(pgconn)) if prep is Prepare.SHOULD else []
+        if prep is Prepare.SHOULD:
+            prepared = yield from fetch_many(pgconn)
         results: list[PGresult] = yield from fetch_many(pgconn)
         sync = yield from fetch_many(pgconn)
         if len(sync) != 1 or sync[0].status != _PIPELINE_SYNC:
             raise e.InternalError("unexpected results from a statement bounded by the deadline")
         pgconn.exit_pipeline_mode()
-    except BaseException:
+    except BaseException as err:
         # Answers may still be on their way: the session cannot be trusted to answer the
         # next statement in order. Closed, it is never reused.
         if pgconn.status == _OK:
             pgconn.finish()
+        # The server's own error, if it sent one before the connection was lost (its
+        # goodbye, 57P01...): what psycopg raises outside a pipeline, and what tells
+        # the pool whether the statement may be sent again on a fresh session.
+        failed = [r for r in (*bound_results, *prepared) if r.status == _FATAL_ERROR]
+        if failed and isinstance(err, psycopg.OperationalError):
+            raise e.error_from_result(failed[0], encoding=pgconn._encoding) from None
         raise
     for result in (*bound_results, *prepared):
         if result.status == _FATAL_ERROR:
