@@ -134,6 +134,22 @@ def in_pipeline(conn: Conn) -> str:
     return cursor.fetchone()[0]  # type: ignore[index]
 
 
+def transaction_in_pipeline(conn: Conn) -> str:
+    with conn.pipeline(), conn.transaction():
+        cursor = conn.execute(BOUND)
+    return cursor.fetchone()[0]  # type: ignore[index]
+
+
+def two_phase(conn: Conn) -> str:
+    conn.autocommit = False
+    try:
+        conn.tpc_begin(conn.xid(1, "deadline", "branch"))
+        return conn.execute(BOUND).fetchone()[0]  # type: ignore[index]
+    finally:
+        conn.tpc_rollback()
+        conn.autocommit = True
+
+
 def executemany(conn: Conn) -> str:
     cursor = conn.cursor()
     cursor.executemany(BOUND + " || %s", [("",), ("",)], returning=True)
@@ -154,6 +170,8 @@ KINDS = [
     in_transaction,
     autocommit_off,
     in_pipeline,
+    transaction_in_pipeline,
+    two_phase,
     executemany,
 ]
 
