@@ -125,7 +125,7 @@ def _django(alias: str) -> Callable[[Any], Request]:
     return make
 
 
-def _lambda(kind: str) -> Callable[[Any], Request]:
+def _lambda(kind: str, statement_timeout: bool = False) -> Callable[[Any], Request]:
     """The same app and event through the bare adapter, or through `make_handler`."""
 
     def make(endpoint: Any) -> Request:
@@ -159,7 +159,9 @@ def _lambda(kind: str) -> Callable[[Any], Request]:
             else:
                 from serverless_pool.aws_lambda import make_handler
 
-                handler = make_handler(app, register_extension=False)
+                handler = make_handler(
+                    app, register_extension=False, statement_timeout=statement_timeout
+                )
         else:
             from serverless_pool import ServerlessPool as CorePool
 
@@ -263,6 +265,12 @@ SUITES: dict[str, list[tuple[str, str, Callable[[Any], Request]]]] = {
         ("on_extended", "SELECT %s bounded: set_config, one Sync", _deadline("extended", True)),
         ("off_transaction", "a transaction in a deadline, not bounded", _deadline("tx", False)),
         ("on_transaction", "a transaction bounded: its BEGIN", _deadline("tx", True)),
+        ("lambda_off", "Flask app, make_handler", _lambda("wsgi_ours")),
+        (
+            "lambda_on",
+            "Flask app, make_handler(statement_timeout=True)",
+            _lambda("wsgi_ours", True),
+        ),
     ],
     "lambda": [
         ("wsgi_bare", "Flask app, apig-wsgi handler alone", _lambda("wsgi_bare")),
@@ -280,6 +288,8 @@ BASELINES = {
     ("deadline", "off_extended"): "off_extended",
     ("deadline", "on_transaction"): "off_transaction",
     ("deadline", "off_transaction"): "off_transaction",
+    ("deadline", "lambda_on"): "lambda_off",
+    ("deadline", "lambda_off"): "lambda_off",
 }
 
 # -- counting ----------------------------------------------------------------------------

@@ -93,8 +93,9 @@ _BOUNDED_WORDS: Final = frozenset(
 )
 # The statement's first word, after white space, comments and opening parentheses.
 _FIRST_WORD: Final = re.compile(rb"(?:\s+|\(|--[^\n]*(?:\n|$)|/\*.*?\*/)*([A-Za-z]+)", re.S)
-# The common case: a statement that starts with one of those words.
-_BOUNDED_START: Final = re.compile(rb"(?:%s)\b" % b"|".join(sorted(_BOUNDED_WORDS)), re.IGNORECASE)
+# The common case, without a regex: a statement that starts with one of those words,
+# told by its first four letters (no other statement starts with them).
+_BOUNDED_HEADS: Final = frozenset(word[:4] for word in _BOUNDED_WORDS)
 
 
 class bound_statements_by_deadline:
@@ -127,7 +128,7 @@ class bound_statements_by_deadline:
 
 def statement_is_bounded(query: bytes) -> bool:
     """Whether an autocommit statement gets the bound (see the module's documentation)."""
-    if _BOUNDED_START.match(query) is not None:
+    if query[:4].lower() in _BOUNDED_HEADS:
         return True
     match = _FIRST_WORD.match(query)
     return match is not None and match.group(1).lower() in _BOUNDED_WORDS
