@@ -466,6 +466,9 @@ class PooledConnection(psycopg.Connection[Row]):
     # Set by the pool from its ``deadline_function`` setting: the SQL function that sets
     # the statement's bound (`serverless_pool.statement_deadline`), instead of SET LOCAL.
     _sp_deadline_function: bytes | None = None
+    # Set by the pool from its ``statement_timeout`` setting (direct mode), in ms: the
+    # deadline's bound never exceeds it. PostgreSQL's largest value otherwise.
+    _sp_statement_timeout_ms: int = 2**31 - 1
 
     def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
         gen = super()._exec_command(command, result_format)

@@ -81,8 +81,6 @@ _ClientCursor = psycopg.ClientCursor
 # Never ask the server for less than this: 0 would mean "no timeout". A deadline that
 # has passed gets it too, so the server refuses the statement at once (57014).
 _MIN_MS: Final = 1
-# PostgreSQL's largest statement_timeout.
-_MAX_MS: Final = 2**31 - 1
 
 # Statements PostgreSQL runs in a transaction block (and in a pipeline) whatever they
 # do. Anything else may be refused there (VACUUM, CREATE INDEX CONCURRENTLY, CREATE
@@ -148,15 +146,20 @@ def bound_sql(function: bytes | None, ms: int, *, extended: bool) -> bytes:
     return b"SET LOCAL statement_timeout = %d" % ms
 
 
-def _bound_ms() -> int | None:
-    """Milliseconds left before the deadline, if statements are to be bounded now."""
+def _bound_ms(conn: PooledConnection[Any]) -> int | None:
+    """Milliseconds left before the deadline, if statements are to be bounded now.
+
+    Never more than the pool's own ``statement_timeout``: the bound replaces the
+    session's value for the transaction, and must not loosen it.
+    """
     deadline = current_deadline()
     if deadline is None or not _enabled.get():
         return None
     ms = int((deadline - _monotonic()) * 1000)
     if ms < _MIN_MS:
         return _MIN_MS
-    return ms if ms < _MAX_MS else _MAX_MS
+    cap = conn._sp_statement_timeout_ms
+    return ms if ms < cap else cap
 
 
 # -- the hooks -----------------------------------------------------------------------
@@ -189,7 +192,7 @@ def _exec_command(
 ) -> Any:
     """`PooledConnection._exec_command`, with a transaction's BEGIN bounded."""
     if type(command) is bytes and command.startswith(b"BEGIN") and result_format == _TEXT:
-        ms = _bound_ms()
+        ms = _bound_ms(self)
         if ms is not None:
             return _bounded_begin_gen(self, command, ms)
     return _unbounded_exec_command(self, command, result_format)
@@ -234,7 +237,7 @@ def _maybe_prepare_gen(
         # still in flight, or queued.
         conn.pgconn.transaction_status != _IDLE
         or (pipeline is not None and pipeline.command_queue)
-        or (ms := _bound_ms()) is None
+        or (ms := _bound_ms(conn)) is None
         or not statement_is_bounded(pgq.query)
     ):
         return _unbounded_prepare_gen(self, pgq, prepare=prepare, binary=binary)

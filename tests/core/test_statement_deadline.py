@@ -269,6 +269,23 @@ def test_a_deadline_that_has_passed_gives_the_statement_one_millisecond(
             conn.execute("SELECT pg_sleep(1)")
 
 
+@pytest.mark.parametrize(
+    "kind", [simple, server_side_parameters, in_transaction], ids=lambda kind: kind.__name__
+)
+def test_the_bound_never_loosens_the_pools_own_statement_timeout(
+    make_pool: MakePool, kind: Callable[[Conn], str]
+) -> None:
+    pool = make_pool(statement_timeout=2)
+    with pool.connection() as conn:
+        with deadline_after(30), bound_statements_by_deadline():
+            capped = kind(conn)
+        with deadline_after(1), bound_statements_by_deadline():
+            shorter = kind(conn)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("2s",)
+    assert capped == "2s"
+    assert 500 < ms(shorter) <= 1000
+
+
 def test_in_a_transaction_every_statement_has_the_time_left_at_begin(
     pool: ServerlessPool,
 ) -> None:
