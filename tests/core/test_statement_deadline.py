@@ -419,11 +419,15 @@ def test_a_process_that_never_turns_the_bound_on_runs_psycopgs_code_unchanged(
 
 # -- deadline_function: the bound through a SQL function (RDS Proxy) ------------------
 
+# The function of docs/managed_postgres.md, which also leaves a mark of its call.
 FUNCTION_SQL = """
 CREATE SCHEMA IF NOT EXISTS deadline_test;
 CREATE OR REPLACE FUNCTION deadline_test.bound_statement(ms integer) RETURNS void
 LANGUAGE sql AS $$
-    SELECT set_config('statement_timeout', ms::text, true);
+    SELECT set_config('statement_timeout', least(
+        ms,
+        nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0)
+    )::int::text, true);
     SELECT set_config('deadline_test.set_by', 'function', true);
 $$;
 GRANT USAGE ON SCHEMA deadline_test TO PUBLIC;
@@ -454,6 +458,21 @@ def test_deadline_function_sets_the_bound_instead_of_set_local(
     assert 3000 < ms(bound) <= 5000
     with pool.connection() as conn, deadline_after(5), bound_statements_by_deadline():
         assert conn.execute(f"SELECT {set_by}").fetchone() == ("function",)
+
+
+@pytest.mark.parametrize(("session", "expected"), [("1500ms", "1500ms"), ("1min", None)])
+def test_the_documented_deadline_function_keeps_a_shorter_statement_timeout(
+    make_pool: MakePool, deadline_function: str, session: str, expected: str | None
+) -> None:
+    pool = make_pool(deadline_function=deadline_function)
+    with pool.connection() as conn:
+        conn.execute(f"SET statement_timeout = '{session}'")
+        with deadline_after(5), bound_statements_by_deadline():
+            seen = [kind(conn) for kind in (simple, server_side_parameters, in_transaction)]
+    if expected is None:  # the time left is shorter
+        assert all(3000 < ms(value) <= 5000 for value in seen), seen
+    else:
+        assert seen == [expected] * 3
 
 
 def test_a_missing_deadline_function_fails_the_statement_clearly(make_pool: MakePool) -> None:
