@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,19 +46,28 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples, for a smoke run")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
     args = parser.parse_args()
+    names = [name.strip() for name in args.only.split(",")]
+    if len(names) > 1:
+        # One process per benchmark: Django's settings, CPython's specialized bytecode
+        # and the collector's heap of one must not carry over into the next.
+        for name in names:
+            argv = [sys.executable, __file__, "--only", name] + ["--quick"] * args.quick
+            if subprocess.call(argv) != 0:
+                return 1
+        return 0
     sys.path.insert(0, str(Path(__file__).parent))
-    for name in args.only.split(","):
-        module = importlib.import_module(BENCHMARKS[name.strip()])
-        started = time.monotonic()
-        rows = module.run(quick=args.quick)
-        print(f"\n## {name} ({time.monotonic() - started:.0f} s)\n", flush=True)
-        # a benchmark's own formatter takes its rows; an imported one may not
-        formatter = getattr(module, "format_table", markdown)
-        if getattr(formatter, "__module__", None) != module.__name__:
-            formatter = markdown
-        print(formatter(rows), flush=True)
-        if name == "core":
-            print(f"\nimport serverless_pool after psycopg: +{module.import_overhead_ms():.1f} ms")
+    name = names[0]
+    module = importlib.import_module(BENCHMARKS[name])
+    started = time.monotonic()
+    rows = module.run(quick=args.quick)
+    print(f"\n## {name} ({time.monotonic() - started:.0f} s)\n", flush=True)
+    # a benchmark's own formatter takes its rows; an imported one may not
+    formatter = getattr(module, "format_table", markdown)
+    if getattr(formatter, "__module__", None) != module.__name__:
+        formatter = markdown
+    print(formatter(rows), flush=True)
+    if name == "core":
+        print(f"\nimport serverless_pool after psycopg: +{module.import_overhead_ms():.1f} ms")
     return 0
 
 

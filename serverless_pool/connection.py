@@ -18,6 +18,14 @@ module is the one place that touches psycopg's private attributes (a test pins e
   statement that an operator stopped after it ran for a while from running again. An
   operation that received any answer first, or that lost its connection with no notice
   at all (a bare EOF), is never retried: it may have run.
+- **The borrow's first statement goes behind the reset.** When a connection is lent
+  before the answer to its reset came back (`serverless_pool.reset`; a borrow right after
+  the return), the first statement is sent at once behind the reset, in the same pipeline,
+  and both answers are read in one round trip; the reset's answer is then the borrow's
+  check: a session that ended answers it with its goodbye, and the statement, which the
+  server never reached, runs on a fresh session. Only one plain statement goes behind the
+  reset (one statement, autocommit, nothing to prepare); anything else first waits for
+  the reset's answer (`_sp_settle`).
 - **Python-side state is restored on return.** psycopg keeps session attributes on the
   connection object (autocommit, isolation level, read-only, deferrable, prepared
   statement settings, row and cursor factories, adapters, notice and notify handlers,
@@ -45,9 +53,12 @@ from psycopg._connection_base import BaseConnection
 from psycopg.abc import PQGen
 from psycopg.adapt import AdaptersMap
 from psycopg.errors import Diagnostic
+from psycopg.generators import fetch_many as _fetch_many
+from psycopg.generators import send as _send
 from psycopg.rows import Row
 
 from . import failover
+from . import reset as _reset
 from .liveness import watch_socket
 
 __all__ = [
@@ -78,6 +89,14 @@ RETRY_WINDOW: Final = 0.1
 # psycopg's messages for a send that failed: the bytes never (all) left.
 _SEND_FAILURES: Final = ("sending ", "flushing failed")
 _CURSOR_EXECUTE: Any = psycopg.Cursor.execute
+_BASE_WAIT: Any = psycopg.Connection.wait
+_WAIT_INTERVAL: Final = 0.1  # psycopg's own
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_FORMATS: Final = {True: pq.Format.BINARY, False: pq.Format.TEXT}
+# Statements that may go behind the reset: one of these, as the text's first word.
+_BEHIND_RESET_WORDS: Final = ("select", "insert", "update", "delete", "with", "values", "table")
 
 _READ_ONLY_SERVER = b"25006"
 
@@ -192,7 +211,9 @@ class PooledConnection(psycopg.Connection[Row]):
     # if it could not.
     _sp_replace: Callable[[PooledConnection[Any], str], bool] | None = None
     # From the lend until the borrow's first operation starts: when (time.monotonic())
-    # the pool last saw the session alive. 0.0 otherwise.
+    # the pool last saw the session alive. 0.0 otherwise. Negative: lent before the
+    # answer to its reset came (the connection is in pipeline mode, and the borrow's
+    # first operation reads that answer; see the module's doc).
     _sp_fresh: float = 0.0
     # The server's goodbye arrived between statements (see `_GoodbyeWatch`).
     _sp_terminated: bool = False
@@ -234,12 +255,38 @@ class PooledConnection(psycopg.Connection[Row]):
     def _sp_start_first(self) -> float:
         """The borrow's first operation begins: re-check a stale check; the start time."""
         checked_at, self._sp_fresh = self._sp_fresh, 0.0
+        if checked_at < 0:
+            self._sp_settle()
+            self._sp_fresh = 0.0
+            return _monotonic()
         started = _monotonic()
         # The borrow's own check is fresh enough when the statement follows at once
         # (the common case): a second look would only add a system call.
         if started - checked_at > RECHECK_AFTER:
             self._sp_recheck()
         return started
+
+    def _sp_settle(self, replace: bool = True) -> None:
+        """Wait for the answer to the reset this connection was lent before.
+
+        A session that did not answer it well ended (or stopped answering) before the
+        borrow sent anything: with `replace`, a fresh one takes its place. Without (inside
+        psycopg's wait(), which watches the old socket), the error is raised.
+        """
+        self._sp_fresh = _monotonic()  # the answer, or a new session, is the check
+        owner = self._sp_entry.owner
+        outcome = _reset.wait_reset(self.pgconn, owner.settings.ping_timeout)
+        if outcome == _reset.DONE and not self._sp_terminated:
+            if self._notifies_backlog:
+                self._notifies_backlog.clear()  # sent before the UNLISTEN
+            return
+        if replace and self._sp_swap():
+            return
+        self._sp_fresh = 0.0
+        raise psycopg.OperationalError(
+            "the server session ended before the borrow's first statement"
+            " (no good answer to the reset on return)"
+        )
 
     def _sp_recheck(self) -> None:
         """Look at the socket again; swap the session if it ended meanwhile."""
@@ -405,18 +452,26 @@ class PooledConnection(psycopg.Connection[Row]):
 
     def _set_autocommit_gen(self, value: bool) -> PQGen[None]:
         self._sp_unclean = True
+        if self._sp_fresh < 0:  # psycopg reads the transaction status
+            self._sp_settle()
         return super()._set_autocommit_gen(value)
 
     def _set_isolation_level_gen(self, value: IsolationLevel | None) -> PQGen[None]:
         self._sp_unclean = True
+        if self._sp_fresh < 0:
+            self._sp_settle()
         return super()._set_isolation_level_gen(value)
 
     def _set_read_only_gen(self, value: bool | None) -> PQGen[None]:
         self._sp_unclean = True
+        if self._sp_fresh < 0:
+            self._sp_settle()
         return super()._set_read_only_gen(value)
 
     def _set_deferrable_gen(self, value: bool | None) -> PQGen[None]:
         self._sp_unclean = True
+        if self._sp_fresh < 0:
+            self._sp_settle()
         return super()._set_deferrable_gen(value)
 
     @property
@@ -455,7 +510,29 @@ class PooledConnection(psycopg.Connection[Row]):
 
     def tpc_begin(self, xid: psycopg.Xid | str) -> None:
         self._sp_unclean = True
+        if self._sp_fresh < 0:
+            self._sp_settle()
         super().tpc_begin(xid)
+
+    # Operations that use the session outside the first-statement hooks: the reset's
+    # answer comes first.
+
+    @property
+    def info(self) -> psycopg.ConnectionInfo:
+        # libpq reports the session ACTIVE until the reset's answer is read
+        if self._sp_fresh < 0:
+            self._sp_settle()
+        return super().info
+
+    def pipeline(self) -> Any:
+        if self._sp_fresh < 0:
+            self._sp_settle()
+        return super().pipeline()
+
+    def notifies(self, *, timeout: float | None = None, stop_after: int | None = None) -> Any:
+        if self._sp_fresh < 0:
+            self._sp_settle()
+        return super().notifies(timeout=timeout, stop_after=stop_after)
 
     # -- failover (issue 15): see `serverless_pool.failover` -------------------------
     # While a deadline is active, `serverless_pool.silent_server` bounds wait() here.
@@ -520,9 +597,16 @@ class PooledCursorMixin:
             conn._sp_fresh = 0.0
             pipeline = conn._pipeline
             if pipeline is None or not (pipeline.command_queue or pipeline.result_queue):
-                started = _monotonic()
-                if started - checked_at > RECHECK_AFTER:
-                    conn._sp_recheck()
+                if checked_at < 0:
+                    if _fits_behind_reset(self, query, prepare, binary):
+                        return self._sp_execute_behind_reset(query, params, binary)
+                    conn._sp_settle()
+                    conn._sp_fresh = 0.0
+                    started = _monotonic()
+                else:
+                    started = _monotonic()
+                    if started - checked_at > RECHECK_AFTER:
+                        conn._sp_recheck()
                 self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
                 try:
                     return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
@@ -534,6 +618,82 @@ class PooledCursorMixin:
         elif self._pgconn is not conn.pgconn:  # a cursor kept across a swapped session
             self._pgconn = conn.pgconn  # type: ignore[misc]
         return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
+
+    def _sp_execute_behind_reset(self, query: Any, params: Any, binary: bool | None) -> Any:
+        """The borrow's first statement, sent behind the reset whose answer is still to come."""
+        conn = self._conn
+        self._pgconn = conn.pgconn  # type: ignore[misc]  # a slot of psycopg's cursors
+        started = _monotonic()  # the caller cleared the mark: wait() leaves the answer to this
+        try:
+            with conn.lock:
+                conn.wait(self._sp_behind_reset_gen(query, params, binary))
+            return self
+        except _SessionEndedFirst:
+            # The server never reached the statement: it runs on a fresh session.
+            if not conn._sp_swap():
+                raise psycopg.OperationalError(
+                    "the server session ended before the borrow's first statement,"
+                    " and no new one could be opened"
+                ) from None
+        except psycopg.OperationalError as err:
+            if not conn._sp_retry_first(err, started, True):
+                raise
+        self._pgconn = conn.pgconn  # type: ignore[misc]
+        return _CURSOR_EXECUTE(self, query, params, binary=binary)
+
+    def _sp_behind_reset_gen(self, query: Any, params: Any, binary: bool | None) -> PQGen[None]:
+        """psycopg's execution of one statement (``Cursor._execute_gen`` with nothing to
+        prepare), sent in the pipeline that holds the reset, each ended by its Sync."""
+        conn = self._conn
+        pgconn = self._pgconn
+        try:
+            yield from self._start_query(query)  # type: ignore[attr-defined]
+            pgq = self._convert_query(query, params)  # type: ignore[attr-defined]
+        except BaseException:
+            conn._sp_fresh = -_monotonic()  # nothing sent: the next operation reads the answer
+            raise
+        self._query = pgq  # type: ignore[misc]
+        if isinstance(self, psycopg.ClientCursor):
+            # the text has the parameters in it; one statement, so the extended protocol
+            # answers as the simple one would
+            pgconn.send_query_params(pgq.query, None)
+        else:
+            fmt = self.format if binary is None else _FORMATS[binary]  # type: ignore[attr-defined]
+            pgconn.send_query_params(
+                pgq.query,
+                pgq.params,
+                param_formats=pgq.formats,
+                param_types=pgq.types,
+                result_format=fmt,
+            )
+        pgconn.pipeline_sync()
+        yield from _send(pgconn)
+        reset = yield from _fetch_many(pgconn)
+        if reset and reset[0].status == _COMMAND_OK:
+            reset = yield from _fetch_many(pgconn)  # the reset's Sync
+            ok = bool(reset) and reset[0].status == _PIPELINE_SYNC
+        else:
+            ok = False
+        if not ok:
+            # The goodbye of a session that ended while idle (before the reset, or before
+            # its Sync), or a failed reset (the server then skips the rest of the
+            # pipeline): the server never reached the statement.
+            raise _SessionEndedFirst
+        if conn._notifies_backlog:
+            conn._notifies_backlog.clear()  # sent before the UNLISTEN
+        results = yield from _fetch_many(pgconn)
+        try:
+            yield from _fetch_many(pgconn)  # the statement's Sync
+            pgconn.exit_pipeline_mode()
+        except psycopg.OperationalError:
+            # The session ended after the statement's answer: report the statement's
+            # error if it had one, the lost connection otherwise.
+            if not any(result.status == _FATAL_ERROR for result in results):
+                raise
+        self._check_results(results)  # type: ignore[attr-defined]
+        self._set_results(results)  # type: ignore[attr-defined]
+        self._last_query = query  # type: ignore[misc]
+        yield from conn._prepared.maintain_gen(conn)
 
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         run = super().execute  # type: ignore[misc]
@@ -628,6 +788,57 @@ class PooledCursorMixin:
 
 
 _DONE: Final = object()
+
+
+def settling_wait(
+    self: PooledConnection[Any],
+    gen: PQGen[Any],
+    interval: float = _WAIT_INTERVAL,
+    timeout: float | None = None,
+) -> Any:
+    """`PooledConnection.wait` once a connection was lent before its reset's answer.
+
+    Every exchange with the server goes through wait(), so a cursor psycopg made without
+    the pool's hooks (``psycopg.Cursor(conn)``) cannot take the reset's answer for its
+    own: the generator has not started, and the answer is read first. The session is not
+    replaced here: such a cursor holds on to the old one.
+    """
+    if self._sp_fresh < 0:
+        self._sp_settle(replace=False)
+    if timeout is None:
+        return _BASE_WAIT(self, gen, interval)
+    return _BASE_WAIT(self, gen, interval, timeout)
+
+
+def lend_behind_reset() -> None:
+    """Called by the pool before it first lends a connection whose reset is unanswered.
+
+    Until then psycopg's own wait() runs, not one call more per statement (a pool that
+    always finds the answer in, as on Lambda, never pays for it). The silent server's
+    bounded wait, once installed, does the same check itself.
+    """
+    if PooledConnection.__dict__.get("wait") is None:
+        PooledConnection.wait = settling_wait  # type: ignore[method-assign,assignment]
+
+
+class _SessionEndedFirst(Exception):
+    """The reset's answer says the session ended before the statement behind it."""
+
+
+def _fits_behind_reset(cursor: Any, query: Any, prepare: bool | None, binary: bool | None) -> bool:
+    """Whether the borrow's first statement may go behind the reset: one plain statement
+    (extended protocol, which a pipeline needs, takes one), in autocommit, not prepared."""
+    conn = cursor._conn
+    if (
+        type(query) is not str
+        or ";" in query
+        or prepare
+        or conn._prepared.prepare_threshold is not None
+        or not conn._autocommit
+        or (binary and isinstance(cursor, psycopg.ClientCursor))
+    ):
+        return False
+    return query.lstrip()[:6].lower().startswith(_BEHIND_RESET_WORDS)
 
 
 def _queued_before(conn: PooledConnection[Any]) -> bool:

@@ -26,7 +26,7 @@ from . import deadline as _deadline
 from . import failover, lifecycle, silent_server
 from . import reset as _reset
 from . import stats as st
-from .connection import PooledConnection, PooledCursor, PooledServerCursor
+from .connection import PooledConnection, PooledCursor, PooledServerCursor, lend_behind_reset
 from .conninfo import describe_conninfo, parse_conninfo
 from .credentials import provider_for
 from .errors import (
@@ -50,6 +50,10 @@ _OK: Final = pq.ConnStatus.OK
 _IDLE: Final = pq.TransactionStatus.IDLE
 _RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _RESET_DONE: Final = _reset.DONE
+_PIPELINE_SYNC: Final = pq.ExecStatus.PIPELINE_SYNC
+# Borrows that find the reset's answer in before a connection's resets stop being
+# pipelined: where answers come late now and then, each late one would otherwise wait.
+_HURRY: Final = 16
 _COMMAND_OK: Final = pq.ExecStatus.COMMAND_OK
 _DISCARD_ALL: Final = _reset.DISCARD_ALL
 
@@ -70,7 +74,7 @@ class _Entry:
     succeeds, with no lock taken (see `ServerlessPool` on the pool's locking).
     """
 
-    __slots__ = ("conn", "expires_at", "last_used", "loan", "owner", "resetting")
+    __slots__ = ("conn", "expires_at", "hurried", "last_used", "loan", "owner", "resetting")
 
     def __init__(
         self, owner: ServerlessPool, conn: PooledConnection[Any], now: float, lifetime: float
@@ -81,6 +85,10 @@ class _Entry:
         self.last_used = now
         # A DISCARD ALL was sent when the connection came back; its answer is unread.
         self.resetting = False
+        # A recent borrow came before the answer to the reset (back-to-back requests):
+        # while this counts down (one per borrow that found the answer in), resets go in
+        # a pipeline, for the next first statement to follow it.
+        self.hurried = 0
         self.renew(now, lifetime)
         conn._sp_entry = self
 
@@ -187,6 +195,7 @@ class ServerlessPool:
         # Borrows and resets of the fast paths: counted apart, as plain integers.
         self._quick_borrows = 0
         self._quick_returns = 0  # each sent a reset when the pool discards (direct mode)
+        self._quick_behind = 0  # quick borrows lent before the answer to the reset
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -223,27 +232,57 @@ class ServerlessPool:
                 pgconn = conn.pgconn
                 try:
                     pgconn.consume_input()
-                    # Not arrived yet, or not as expected: the slow path waits, or
-                    # closes the connection.
-                    ready = (
-                        not pgconn.is_busy()
-                        and pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
-                        # ReadyForQuery comes in the same packet as the result
-                        and not pgconn.is_busy()
-                        # a goodbye read with the answer was parsed as a notice; over
-                        # TLS libpq reads one record at a time: look again
-                        and not (
-                            conn._sp_look_again and (conn._sp_terminated or conn._sp_watch.poll(0))
+                    if pgconn.is_busy():
+                        # Not arrived yet (a borrow right after the return). After a
+                        # reset in a pipeline the first statement goes behind it
+                        # (`PooledCursorMixin`), and its answer doubles as the check
+                        # (over TLS, or after a goodbye, the slow path looks first);
+                        # otherwise the slow path waits, and the next reset is pipelined.
+                        ready = behind = bool(entry.hurried) and not conn._sp_look_again
+                        entry.hurried = _HURRY
+                    elif entry.hurried:
+                        entry.hurried -= 1
+                        behind = False
+                        # The result, the end of its results, the Sync's answer (in
+                        # the same packet); anything else sends it to the slow path.
+                        ready = (
+                            pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
+                            and pgconn.get_result() is None
+                            and not pgconn.is_busy()
+                            and pgconn.get_result().status == _PIPELINE_SYNC  # type: ignore[union-attr]
                         )
-                    )
-                except psycopg.Error:
+                        if ready:
+                            pgconn.exit_pipeline_mode()
+                            # What came after the Sync's answer waits in libpq's buffer
+                            # until it parses again: a goodbye goes to the notice handler.
+                            pgconn.is_busy()
+                    else:
+                        behind = False
+                        # ReadyForQuery comes in the same packet as the result
+                        ready = (
+                            pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
+                            and not pgconn.is_busy()
+                        )
+                    # a goodbye read with the answer was parsed as a notice; over TLS
+                    # libpq reads one record at a time: look again
+                    if ready and not behind and conn._sp_look_again:
+                        ready = not (conn._sp_terminated or conn._sp_watch.poll(0))
+                except (psycopg.Error, AttributeError):
+                    # AttributeError: no result where one was expected, as when another
+                    # thread's borrow read part of the answer and then left it (the
+                    # slow path closes such a connection)
                     ready = False
                 if ready:
                     entry.resetting = False
-                    if conn._notifies_backlog:
+                    if behind:
+                        if not self._quick_behind:
+                            lend_behind_reset()
+                        self._quick_behind += 1
+                    elif conn._notifies_backlog:
                         conn._notifies_backlog.clear()  # sent before the UNLISTEN
             else:
                 ready = not conn._sp_watch.poll(0)
+                behind = False
             if ready and not self._closed:
                 entry.loan.append(True)
                 self._quick_borrows += 1
@@ -251,6 +290,11 @@ class ServerlessPool:
                 # no clock then (a borrow longer than ping_after_idle makes the next one
                 # ping, which is all it costs).
                 entry.last_used = conn._sp_fresh = now
+                if behind:
+                    # The mark of a borrow lent before the reset's answer (a negative
+                    # time: no attribute more on the connection, whose every attribute
+                    # read would then cost more)
+                    conn._sp_fresh = -now
                 return conn
         # Back on the stack, for the slow path to look at under the lock.
         idle.append(entry)
@@ -393,7 +437,13 @@ class ServerlessPool:
                 if self._prepares:
                     conn._sp_forget_prepared()  # type: ignore[attr-defined]
                 try:
-                    pgconn.send_query(_DISCARD_ALL)
+                    # `reset.send_reset()` written out
+                    if entry.hurried:
+                        pgconn.enter_pipeline_mode()
+                        pgconn.send_query_params(_DISCARD_ALL, None)
+                        pgconn.pipeline_sync()
+                    else:
+                        pgconn.send_query(_DISCARD_ALL)
                 except psycopg.Error:
                     pass  # the slow path below closes it
                 else:
@@ -517,13 +567,15 @@ class ServerlessPool:
         """Like `stats()`, and reset the counters."""
         with self._lock:
             counts = self._report(self._stats.pop())
-            self._quick_borrows = self._quick_returns = 0
+            self._quick_borrows = self._quick_returns = self._quick_behind = 0
             return counts
 
     def _report(self, counts: dict[str, int]) -> dict[str, int]:
         if self._quick_borrows:
             counts[st.BORROWS] = counts.get(st.BORROWS, 0) + self._quick_borrows
             counts[st.REUSED] = counts.get(st.REUSED, 0) + self._quick_borrows
+        if self._quick_behind:
+            counts[st.BEHIND_RESET] = self._quick_behind
         if self._quick_returns:
             counts[st.RETURNS] = counts.get(st.RETURNS, 0) + self._quick_returns
             if self._discards:
@@ -604,6 +656,13 @@ class ServerlessPool:
     def _reset(self, entry: _Entry) -> str | None:
         """Clean a returned connection; the reason to discard it, or None to keep it."""
         conn = entry.conn
+        if conn._sp_fresh < 0:
+            # Lent before the answer to its last reset came, and nothing ran: read it
+            # now (the connection is in pipeline mode until then); a new reset follows.
+            try:
+                conn._sp_settle(replace=False)
+            except psycopg.Error:
+                return st.CLOSED_BY_SERVER
         conn._sp_fresh = 0.0
         pgconn = conn.pgconn
         if conn.closed or pgconn.status != _OK or not conn._sp_state_is_reusable():
@@ -624,7 +683,7 @@ class ServerlessPool:
         if self._discards:
             conn._sp_forget_prepared()
             try:
-                _reset.send_reset(pgconn)
+                _reset.send_reset(pgconn, bool(entry.hurried))
             except psycopg.Error:
                 return st.RESET_FAILED
             entry.resetting = True

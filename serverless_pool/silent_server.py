@@ -100,6 +100,8 @@ def deadline_wait(
     psycopg runs every exchange with the server (a statement, a fetch, a COMMIT...)
     through ``wait()``. Past this context's deadline (plus `GRACE`) it gives up.
     """
+    if self._sp_fresh < 0:  # as `connection.settling_wait` does
+        self._sp_settle(replace=False)
     until = current_deadline()
     if until is None or timeout is not None:  # no deadline here, or psycopg's own bound
         if timeout is None:
