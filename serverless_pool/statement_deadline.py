@@ -37,7 +37,10 @@ is sent unchanged, and so are ``copy()``, ``stream()`` and named cursors.
 The hooks are installed in psycopg's execution path when the process first turns the
 bound on, and stay: a process that never does runs exactly the code it ran before. Like
 `serverless_pool.connection`, this module uses psycopg's private generators
-(``_exec_command``, ``_maybe_prepare_gen`` and what they call); a test pins each.
+(``_exec_command``, ``_maybe_prepare_gen`` and what they call); a test pins each. A
+borrow's first statement that `serverless_pool.connection` would send behind the
+reset whose answer is still to come waits for that answer instead when it is to be
+bounded, and then goes out with its bound.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from psycopg._cursor_base import BaseCursor
 from psycopg._preparing import Prepare
 from psycopg.generators import execute, fetch_many, send
 
+from . import connection as _connection
 from .connection import PooledConnection, PooledCursorMixin
 from .deadline import current_deadline
 
@@ -174,17 +178,31 @@ _unbounded_exec_command: Callable[..., Any] = PooledConnection._exec_command
 _unbounded_prepare_gen: Final = BaseCursor._maybe_prepare_gen
 
 
+_fits_behind_reset_unbounded: Callable[..., bool] = _connection._fits_behind_reset
+
+
 def _install() -> None:
     # Once per process, and never undone: changing a class at every invocation would
     # cost the interpreter its specialized code for the class's attributes.
-    global _installed, _unbounded_exec_command
+    global _installed, _unbounded_exec_command, _fits_behind_reset_unbounded
     with _install_lock:
         if _installed:
             return
         _unbounded_exec_command = PooledConnection._exec_command
         PooledConnection._exec_command = _exec_command  # type: ignore[method-assign]
         PooledCursorMixin._maybe_prepare_gen = _maybe_prepare_gen  # type: ignore[attr-defined]
+        _fits_behind_reset_unbounded = _connection._fits_behind_reset
+        _connection._fits_behind_reset = _fits_behind_reset
         _installed = True
+
+
+def _fits_behind_reset(cursor: Any, query: Any, prepare: bool | None, binary: bool | None) -> bool:
+    """`serverless_pool.connection`'s test for a borrow's first statement that may go
+    behind the reset whose answer is still to come: not one to be bounded, which then
+    goes the usual way (after the reset's answer), with its bound."""
+    return _bound_ms(cursor._conn) is None and _fits_behind_reset_unbounded(
+        cursor, query, prepare, binary
+    )
 
 
 def _exec_command(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -299,6 +300,43 @@ def test_in_a_transaction_every_statement_has_the_time_left_at_begin(
         conn.execute("SELECT pg_sleep(0.2)")
         later = simple(conn)
     assert first == later
+
+
+@pytest.mark.parametrize("bounded", [False, True], ids=["not bounded", "bounded"])
+def test_a_first_statement_that_would_go_behind_the_reset_still_gets_its_bound(
+    make_pool: MakePool, postgres: PostgresServer, bounded: bool
+) -> None:
+    """A borrow that comes before the answer to the last return's reset: its first
+    statement would go out behind the reset (`serverless_pool.connection`); bounded, it
+    waits for the answer and goes out with its bound instead."""
+    pool = make_pool(max_size=1, ping_after_idle=60)
+    # The backend stopped across two returns: the reset's answer comes late twice, and
+    # the second borrow after it comes first (as in tests/core/test_behind_reset.py).
+    with pool.connection() as conn:
+        pid = conn.info.backend_pid
+        postgres.freeze_backend(pid)
+    thaw = threading.Timer(0.1, postgres.thaw_backend, (pid,))
+    thaw.start()
+    with pool.connection() as conn:
+        thaw.join()
+        postgres.freeze_backend(pid)
+    thaw = threading.Timer(0.2, postgres.thaw_backend, (pid,))
+    thaw.start()
+    try:
+        with (
+            pool.connection() as conn,
+            deadline_after(5),
+            bound_statements_by_deadline(bounded),
+        ):
+            seen = simple(conn)
+    finally:
+        thaw.cancel()
+        postgres.thaw_backend(pid)
+    assert pool.stats()["behind_reset"] == 1  # lent before the reset's answer, both times
+    if bounded:
+        assert 3000 < ms(seen) <= 5000
+    else:
+        assert seen == "0"
 
 
 def test_nothing_changes_without_a_deadline_or_with_the_bound_off(pool: ServerlessPool) -> None:
