@@ -1,6 +1,7 @@
 """Client instructions per request, counted by callgrind: the cost tables that repeat.
 
-    python bench/instructions.py [--only core,django,flask,lambda] [--strategies held,ours]
+    python bench/instructions.py [--only core,django,flask,lambda,deadline]
+                                 [--strategies held,ours]
                                  [--requests 300] [--json]
 
 Time on a shared 2-core machine moves by 5-30% between runs; the number of instructions
@@ -124,7 +125,7 @@ def _django(alias: str) -> Callable[[Any], Request]:
     return make
 
 
-def _lambda(kind: str) -> Callable[[Any], Request]:
+def _lambda(kind: str, statement_timeout: bool = False) -> Callable[[Any], Request]:
     """The same app and event through the bare adapter, or through `make_handler`."""
 
     def make(endpoint: Any) -> Request:
@@ -158,7 +159,9 @@ def _lambda(kind: str) -> Callable[[Any], Request]:
             else:
                 from serverless_pool.aws_lambda import make_handler
 
-                handler = make_handler(app, register_extension=False)
+                handler = make_handler(
+                    app, register_extension=False, statement_timeout=statement_timeout
+                )
         else:
             from serverless_pool import ServerlessPool as CorePool
 
@@ -196,6 +199,44 @@ def _lambda(kind: str) -> Callable[[Any], Request]:
     return make
 
 
+def _deadline(kind: str, bounded: bool) -> Callable[[Any], Request]:
+    """A pooled statement inside a deadline, with statements bounded on the server or
+    not (`serverless_pool.statement_deadline`); each in a process of its own, so an
+    unbounded row runs the code of a process that never turned the bound on."""
+
+    def make(endpoint: Any) -> Request:
+        from contextlib import nullcontext
+
+        from serverless_pool import ServerlessPool, bound_statements_by_deadline, deadline_after
+
+        pool = ServerlessPool(endpoint.conninfo(application_name="bench"), max_size=1)
+        bound: Any = bound_statements_by_deadline if bounded else nullcontext
+
+        if kind == "simple":
+
+            def run(conn: Any) -> object:
+                return conn.execute("SELECT 1").fetchone()
+
+        elif kind == "extended":
+
+            def run(conn: Any) -> object:
+                return conn.execute("SELECT %s::int", (1,)).fetchone()
+
+        else:
+
+            def run(conn: Any) -> object:
+                with conn.transaction():
+                    return conn.execute("SELECT 1").fetchone()
+
+        def request() -> object:
+            with deadline_after(30), bound(), pool.connection() as conn:
+                return run(conn)
+
+        return request
+
+    return make
+
+
 #: suite -> [(key, label, maker)]; the first row of a suite is its baseline.
 SUITES: dict[str, list[tuple[str, str, Callable[[Any], Request]]]] = {
     "core": [
@@ -217,6 +258,20 @@ SUITES: dict[str, list[tuple[str, str, Callable[[Any], Request]]]] = {
         ("held_client", "held global connection, test client", _flask("held", "client")),
         ("ours_client", "serverless-pool extension, test client", _flask("ours", "client")),
     ],
+    "deadline": [
+        ("off_simple", "SELECT 1 in a deadline, not bounded", _deadline("simple", False)),
+        ("on_simple", "SELECT 1 bounded: SET LOCAL in its message", _deadline("simple", True)),
+        ("off_extended", "SELECT %s in a deadline, not bounded", _deadline("extended", False)),
+        ("on_extended", "SELECT %s bounded: set_config, one Sync", _deadline("extended", True)),
+        ("off_transaction", "a transaction in a deadline, not bounded", _deadline("tx", False)),
+        ("on_transaction", "a transaction bounded: its BEGIN", _deadline("tx", True)),
+        ("lambda_off", "Flask app, make_handler", _lambda("wsgi_ours")),
+        (
+            "lambda_on",
+            "Flask app, make_handler(statement_timeout=True)",
+            _lambda("wsgi_ours", True),
+        ),
+    ],
     "lambda": [
         ("wsgi_bare", "Flask app, apig-wsgi handler alone", _lambda("wsgi_bare")),
         ("wsgi_ours", "Flask app, make_handler", _lambda("wsgi_ours")),
@@ -225,7 +280,17 @@ SUITES: dict[str, list[tuple[str, str, Callable[[Any], Request]]]] = {
     ],
 }
 #: rows compared with a baseline other than the suite's first
-BASELINES = {("lambda", "asgi_ours"): "asgi_bare", ("flask", "ours_client"): "held_client"}
+BASELINES = {
+    ("lambda", "asgi_ours"): "asgi_bare",
+    ("flask", "ours_client"): "held_client",
+    ("deadline", "on_simple"): "off_simple",
+    ("deadline", "on_extended"): "off_extended",
+    ("deadline", "off_extended"): "off_extended",
+    ("deadline", "on_transaction"): "off_transaction",
+    ("deadline", "off_transaction"): "off_transaction",
+    ("deadline", "lambda_on"): "lambda_off",
+    ("deadline", "lambda_off"): "lambda_off",
+}
 
 # -- counting ----------------------------------------------------------------------------
 
@@ -359,7 +424,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
+    parser.add_argument(
+        "--only",
+        default="core,django,flask,lambda",
+        help=f"comma-separated suites, of {','.join(SUITES)}",
+    )
     parser.add_argument("--strategies", help="comma-separated keys, e.g. held,ours")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")

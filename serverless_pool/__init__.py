@@ -10,6 +10,7 @@ from .deadline import deadline_after
 from .errors import ConnectionFailed, PoolClosed, PoolError, PoolTimeout, SettingsError
 from .pool import ServerlessPool
 from .settings import SCHEMA, PoolSettings
+from .statement_deadline import bound_statements_by_deadline
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,6 @@ __all__ = [
     "ServerlessPool",
     "SettingsError",
     "__version__",
+    "bound_statements_by_deadline",
     "deadline_after",
 ]

@@ -340,10 +340,31 @@ def pinning_items(settings: PoolSettings, params: Mapping[str, object]) -> list[
         PinItem(
             "session SET",
             "ok",
-            "the pool itself never runs SET or set_config(); in your code use SET LOCAL"
+            "the pool itself never runs a session SET; in your code use SET LOCAL"
             " inside a transaction, never a plain SET",
         )
     )
+    function = settings.deadline_function
+    if function is not None:
+        items.append(
+            PinItem(
+                "deadline bound",
+                "ok",
+                f"deadline_function={function}: statements bounded by the deadline"
+                f" (make_handler(statement_timeout=True)) call {function}(ms), whose"
+                " SET LOCAL RDS Proxy does not see",
+            )
+        )
+    else:
+        items.append(
+            PinItem(
+                "deadline bound",
+                "your code",
+                "deadline_function is not set: statements bounded by the deadline"
+                " (make_handler(statement_timeout=True)) send SET LOCAL or set_config(),"
+                " which pin; set deadline_function (docs/managed_postgres.md)",
+            )
+        )
     if settings.prepare_threshold is None:
         items.append(
             PinItem(

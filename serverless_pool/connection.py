@@ -32,6 +32,10 @@ module is the one place that touches psycopg's private attributes (a test pins e
   pending notifications). The pool takes a `Baseline` when a connection is set up, and
   every change to it either flags the connection (`_sp_unclean`) as it happens or is
   compared by identity when the connection comes back; the return then restores it.
+
+`serverless_pool.statement_deadline` also hooks into psycopg's execution path (the
+transaction's BEGIN and the send of a statement), installed only once a process turns
+the deadline bound on; it owns the private attributes it uses.
 """
 
 from __future__ import annotations
@@ -535,6 +539,13 @@ class PooledConnection(psycopg.Connection[Row]):
 
     # Set by a pool for writes: called when a statement found the server read-only.
     _sp_on_read_only: Callable[[PooledConnection[Any]], None] | None = None
+
+    # Set by the pool from its ``deadline_function`` setting: the SQL function that sets
+    # the statement's bound (`serverless_pool.statement_deadline`), instead of SET LOCAL.
+    _sp_deadline_function: bytes | None = None
+    # Set by the pool from its ``statement_timeout`` setting (direct mode), in ms: the
+    # deadline's bound never exceeds it. PostgreSQL's largest value otherwise.
+    _sp_statement_timeout_ms: int = 2**31 - 1
 
     def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
         gen = super()._exec_command(command, result_format)

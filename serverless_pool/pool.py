@@ -818,6 +818,10 @@ class ServerlessPool:
         conn.cursor_factory = PooledCursor
         conn.server_cursor_factory = PooledServerCursor
         conn._sp_replace = self._replace_server_connection
+        if settings.deadline_function is not None:
+            conn._sp_deadline_function = settings.deadline_function.encode()
+        if settings.statement_timeout and settings.uses_session_state:
+            conn._sp_statement_timeout_ms = max(1, round(settings.statement_timeout * 1000))
         if self._configure is not None:
             self._configure(conn)
         conn._sp_baseline = conn._sp_setup()

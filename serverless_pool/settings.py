@@ -185,6 +185,9 @@ _SM_RESOURCE = (
     r"|[A-Za-z0-9/_+=.@-]{1,512}"
 )
 _REGION = r"[a-z]{2}(-[a-z]+)+-\d{1,2}"
+# A SQL function's name as written unquoted, optionally schema-qualified.
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
+_FUNCTION_NAME = rf"{_IDENTIFIER}(\.{_IDENTIFIER})?"
 
 
 def _name(value: object) -> str:
@@ -395,6 +398,21 @@ SCHEMA: Final[tuple[Setting, ...]] = (
         " long its query runs.",
     ),
     Setting(
+        "deadline_function",
+        _optional_text(
+            _FUNCTION_NAME,
+            "the name of a SQL function, optionally schema-qualified (e.g."
+            " 'serverless_pool.bound_statement'), unquoted",
+        ),
+        None,
+        "With statements bounded by the deadline (`make_handler(statement_timeout=True)`,"
+        " `bound_statements_by_deadline()`), the SQL function called with the"
+        " milliseconds left (`SELECT fn(ms)`) to set `statement_timeout` for the"
+        " transaction, instead of `SET LOCAL` or `set_config`: RDS Proxy pins the"
+        " session on those, not on a function (see docs/managed_postgres.md).",
+        "none",
+    ),
+    Setting(
         "close_on_sigterm",
         _parse_bool,
         True,
@@ -434,6 +452,7 @@ class PoolSettings:
     iam_auth: bool
     aws_region: str | None
     tcp_timeout: float
+    deadline_function: str | None
     close_on_sigterm: bool
 
     @classmethod

@@ -13,18 +13,14 @@ from .commands import COMMAND_KEY
 from .context import LambdaContext
 from .events import classify
 from .handler import LambdaHandler, make_handler
-from .statement_timeout import DeadlineClientCursor, DeadlineCursor, use_deadline_cursors
 from .warmup import is_warmup
 
 __all__ = [
     "COMMAND_KEY",
-    "DeadlineClientCursor",
-    "DeadlineCursor",
     "LambdaContext",
     "LambdaHandler",
     "UnsupportedEvent",
     "classify",
     "is_warmup",
     "make_handler",
-    "use_deadline_cursors",
 ]

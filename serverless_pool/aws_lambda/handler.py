@@ -3,7 +3,7 @@
 Per invocation: the event's kind is recognised first (HTTP sources go to the app,
 warm-up pings and allowed management commands are answered without it, anything else
 gets a clear `UnsupportedEvent`); the deadline from the Lambda context bounds every
-borrow (and, when enabled, statements in transactions); every connection borrowed
+borrow (and, when enabled, every statement, on the server); every connection borrowed
 during the invocation is back in its pool before the handler returns; optionally one
 CloudWatch EMF line. Per instance: a no-op internal extension registered in the init
 phase so that Lambda sends SIGTERM at shutdown, optional connections in the init phase,
@@ -30,6 +30,7 @@ from ..checks import log_configuration_problems
 from ..deadline import start_deadline
 from ..errors import SettingsError
 from ..settings import running_on_lambda
+from ..statement_deadline import bound_statements_by_deadline
 from .adapters import TEXT_TYPES, AsgiAdapter, Interface, WsgiAdapter, detect_interface
 from .commands import COMMAND_KEY, CommandRunner, command_of
 from .context import LambdaContext
@@ -37,7 +38,6 @@ from .events import check_body, classify
 from .extension import register_extension as _register_extension
 from .lifespan import LifespanMode
 from .metrics import counts_between, emf_line
-from .statement_timeout import bound_statements_by_deadline
 from .warmup import DEFAULT_MARKER, connect_ahead, idle_connections, is_warmup
 
 __all__ = ["LambdaHandler", "make_handler"]
@@ -92,6 +92,11 @@ class LambdaHandler:
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise SettingsError(f"{name}: expected seconds >= 0, got {value!r}")
+        if not isinstance(statement_timeout, bool):
+            raise SettingsError(
+                "statement_timeout: expected True (bound every statement by the"
+                f" invocation's deadline, on the server) or False, got {statement_timeout!r}"
+            )
         if not isinstance(base_path, str):
             raise SettingsError(f"base_path: expected a path string, got {base_path!r}")
         self.commands = CommandRunner(commands)
@@ -267,8 +272,10 @@ def make_handler(app: Any, **options: Any) -> LambdaHandler:
       an async ``__call__``), ``"wsgi"`` or ``"asgi"``.
     - ``deadline_margin``: seconds kept back from the invocation's remaining time when
       bounding borrows (default 0.5), so an error can still be returned.
-    - ``statement_timeout``: bound statements in transactions by the deadline with
-      ``SET LOCAL statement_timeout`` (default False; needs `use_deadline_cursors`).
+    - ``statement_timeout``: every statement of the app (Django's included) carries the
+      invocation's remaining time to the server as its ``statement_timeout``, at no
+      extra round trip (default False; see
+      `serverless_pool.bound_statements_by_deadline`).
     - ``warmup_marker``: the key that marks a warm-up payload (default
       ``"serverless-pool-warmup"``, None to disable); EventBridge scheduled events are
       always warm-ups. ``warmup_connect``: open each pool's connection on a warm-up.

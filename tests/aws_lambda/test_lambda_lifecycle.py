@@ -19,7 +19,8 @@ from flask import Flask, jsonify
 from lambda_testkit import decode_response, load_event, make_context
 
 from serverless_pool import PoolTimeout, ServerlessPool
-from serverless_pool.aws_lambda import make_handler, use_deadline_cursors
+from serverless_pool.aws_lambda import make_handler
+from serverless_pool.errors import SettingsError
 from serverless_pool.testing.postgres import APP_PASSWORD, PostgresServer
 
 MakePool = Callable[..., ServerlessPool]
@@ -149,36 +150,46 @@ def test_connect_on_init_opens_the_connection_before_the_first_event(
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_statement_timeout_follows_the_deadline_in_transactions(
+def test_statement_timeout_bounds_every_statement_by_the_invocations_deadline(
     make_pool: MakePool, enabled: bool
 ) -> None:
-    pool = make_pool(configure=use_deadline_cursors)
+    pool = make_pool()
     app = Flask("stmt")
+    bound = "SELECT current_setting('statement_timeout')"
 
     @app.route("/slow")
     def slow() -> Any:
         with pool.connection() as conn:
-            outside = conn.execute("SHOW statement_timeout").fetchone()
+            autocommit = conn.execute(bound).fetchone()
+            with conn.transaction():
+                in_transaction = conn.execute(bound).fetchone()
             started = time.monotonic()
             try:
-                with conn.transaction():
-                    inside = conn.execute("SHOW statement_timeout").fetchone()
-                    conn.execute("SELECT pg_sleep(%s)", (0.1 if not enabled else 30,))
+                conn.execute("SELECT pg_sleep(%s)", (0.1 if not enabled else 30,))
             except psycopg.errors.QueryCanceled:
-                return jsonify(canceled=True, inside=inside, outside=outside,
+                return jsonify(canceled=True, autocommit=autocommit,
+                               in_transaction=in_transaction,
                                took=time.monotonic() - started)  # fmt: skip
-            return jsonify(canceled=False, inside=inside, outside=outside)
+            return jsonify(canceled=False, autocommit=autocommit, in_transaction=in_transaction)
 
     handler = make_handler(app, statement_timeout=enabled, deadline_margin=0.5)
     status, body = call(handler, "/slow", remaining_ms=2000)
     assert status == 200
-    assert body["outside"] == ["0"]  # autocommit statements are left alone
     if enabled:
         assert body["canceled"] is True
-        assert body["inside"] != ["0"]
-        assert body["took"] < 25
+        # 2 s left, less the 0.5 s margin: the server got the time left, in ms.
+        for row in (body["autocommit"], body["in_transaction"]):
+            assert row[0].endswith("ms")
+            assert 500 < int(row[0][:-2]) <= 1500
+        assert body["took"] < 5  # the server ended the 30 s sleep at the deadline
     else:
-        assert body == {"canceled": False, "inside": ["0"], "outside": ["0"]}
+        assert body == {"canceled": False, "autocommit": ["0"], "in_transaction": ["0"]}
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_statement_timeout_must_be_a_boolean(value: object) -> None:
+    with pytest.raises(SettingsError, match=r"statement_timeout: expected True .* got"):
+        make_handler(Flask("bad"), statement_timeout=value)
 
 
 def test_asgi_lifespan_runs_once_per_instance() -> None:

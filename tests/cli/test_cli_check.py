@@ -143,11 +143,24 @@ def test_rds_proxy_mode_lists_what_would_pin_a_session(postgres: PostgresServer)
     assert verdicts == {
         "startup options": "ok",
         "session SET": "ok",
+        "deadline bound": "your code",
         "prepared statements": "ok",
         "temporary tables": "your code",
         "advisory locks": "your code",
         "session reset": "ok",
     }
+
+
+def test_rds_proxy_mode_with_a_deadline_function_bounds_statements_without_pinning(
+    postgres: PostgresServer,
+) -> None:
+    result = run_cli(
+        "check", "--url", postgres.url(), "--proxy-mode", "rds-proxy",
+        "--deadline-function", "ops.bound_statement",
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    line = next(line for line in result.out.splitlines() if "deadline bound" in line)
+    assert line.split()[2:4] == ["ok", "deadline_function=ops.bound_statement:"]
 
 
 def test_rds_proxy_mode_fails_on_settings_that_pin(postgres: PostgresServer) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from serverless_pool import ServerlessPool
+from serverless_pool import ServerlessPool, bound_statements_by_deadline, deadline_after
 from serverless_pool import connection as pooled
 from serverless_pool.testing.postgres import PostgresServer
 
@@ -174,6 +174,7 @@ PATHS = {
 }
 
 
+@pytest.mark.parametrize("bounded", [False, True], ids=["", "bounded by the deadline"])
 @pytest.mark.parametrize("found", ["before sending", "after sending"])
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_the_first_operation_of_every_path_goes_to_a_live_session(
@@ -183,8 +184,10 @@ def test_the_first_operation_of_every_path_goes_to_a_live_session(
     monkeypatch: pytest.MonkeyPatch,
     path: str,
     found: str,
+    bounded: bool,
 ) -> None:
-    """The backend ends between the borrow and its first operation."""
+    """The backend ends between the borrow and its first operation (with statements
+    bounded by the deadline too: the bound travels with the retried statement)."""
     if found == "after sending":
         # No second look at the socket before the send: the goodbye is then the first
         # answer to the statement, and the statement is sent again.
@@ -197,7 +200,8 @@ def test_the_first_operation_of_every_path_goes_to_a_live_session(
         before = conn.info.backend_pid
         _terminate(postgres, before)
         postgres.wait_process_gone(before)
-        operation(conn, runs)
+        with deadline_after(30), bound_statements_by_deadline(bounded):
+            operation(conn, runs)
         assert conn.info.backend_pid != before
     assert _committed(postgres, runs) == expected
     stats = pool.stats()

@@ -22,4 +22,6 @@ urlpatterns = [
     path("t/sync-slow", v.sync_slow),
     path("t/async-raises", v.async_raises),
     path("t/async-mixed", v.async_mixed),
+    path("t/deadline-bounds", v.deadline_bounds),
+    path("t/deadline-sleep", v.deadline_sleep),
 ]

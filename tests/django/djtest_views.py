@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator
 
 from asgiref.sync import sync_to_async
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from shop.models import Order, Product
@@ -142,3 +143,49 @@ async def async_mixed(request: HttpRequest) -> JsonResponse:
     counted = await sync_to_async(_count_in_a_thread)()
     exists = await Product.objects.filter(name="first").aexists()
     return JsonResponse({"count": count, "counted": counted, "exists": exists})
+
+
+BOUND = "SELECT current_setting('statement_timeout')"
+
+
+def deadline_bounds(request: HttpRequest) -> JsonResponse:
+    """The statement_timeout the server applied to each kind of statement Django sends."""
+    seen: dict[str, object] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(BOUND)
+        seen["cursor"] = cursor.fetchone()[0]
+        cursor.execute(BOUND + " || %s", [""])
+        seen["cursor_with_params"] = cursor.fetchone()[0]
+        seen["logged"] = connection.ops.last_executed_query(cursor, BOUND + " || %s", [""])
+    product = Product.objects.create(name=request.GET.get("name", "bound"), price_cents=1)
+    seen["orm"] = (
+        Product.objects.filter(pk=product.pk)
+        .annotate(bound=RawSQL("current_setting('statement_timeout')", []))
+        .values_list("bound", flat=True)
+        .get()
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(BOUND)
+        seen["atomic"] = cursor.fetchone()[0]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")  # never bounded: the session's own
+        seen["session"] = cursor.fetchone()[0]
+    return JsonResponse(seen)
+
+
+def deadline_sleep(request: HttpRequest) -> JsonResponse:
+    """A 60 s statement under the invocation's deadline: who ends it, and when."""
+    started = time.monotonic()
+    try:
+        if request.GET.get("atomic"):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(%s)", [60])
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(%s)", [60])
+    except DatabaseError as err:
+        cause = err.__cause__
+        return JsonResponse(
+            {"sqlstate": getattr(cause, "sqlstate", None), "took": time.monotonic() - started}
+        )
+    return JsonResponse({"sqlstate": None, "took": time.monotonic() - started})

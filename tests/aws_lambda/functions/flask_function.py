@@ -8,9 +8,9 @@ from typing import Any
 from flask import Flask, jsonify
 
 from serverless_pool import ServerlessPool
-from serverless_pool.aws_lambda import make_handler, use_deadline_cursors
+from serverless_pool.aws_lambda import make_handler
 
-pool = ServerlessPool(configure=use_deadline_cursors)  # SERVERLESS_POOL_* from the env
+pool = ServerlessPool()  # SERVERLESS_POOL_* from the env
 app = Flask(__name__)
 
 
