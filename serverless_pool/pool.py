@@ -229,60 +229,44 @@ class ServerlessPool:
         conn = entry.conn
         if now - entry.last_used < self._recent and now < entry.expires_at:
             if entry.resetting:
-                pgconn = conn.pgconn
-                try:
-                    pgconn.consume_input()
-                    if pgconn.is_busy():
-                        # Not arrived yet (a borrow right after the return). After a
-                        # reset in a pipeline the first statement goes behind it
-                        # (`PooledCursorMixin`), and its answer doubles as the check
-                        # (over TLS, or after a goodbye, the slow path looks first);
-                        # otherwise the slow path waits, and the next reset is pipelined.
-                        ready = behind = bool(entry.hurried) and not conn._sp_look_again
-                        entry.hurried = _HURRY
-                    elif entry.hurried:
-                        entry.hurried -= 1
-                        behind = False
-                        # The result, the end of its results, the Sync's answer (in
-                        # the same packet); anything else sends it to the slow path.
-                        ready = (
-                            pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
-                            and pgconn.get_result() is None
-                            and not pgconn.is_busy()
-                            and pgconn.get_result().status == _PIPELINE_SYNC  # type: ignore[union-attr]
-                        )
-                        if ready:
-                            pgconn.exit_pipeline_mode()
-                            # What came after the Sync's answer waits in libpq's buffer
-                            # until it parses again: a goodbye goes to the notice handler.
-                            pgconn.is_busy()
-                    else:
-                        behind = False
-                        # ReadyForQuery comes in the same packet as the result
-                        ready = (
-                            pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
-                            and not pgconn.is_busy()
-                        )
-                    # a goodbye read with the answer was parsed as a notice; over TLS
-                    # libpq reads one record at a time: look again
-                    if ready and not behind and conn._sp_look_again:
-                        ready = not (conn._sp_terminated or conn._sp_watch.poll(0))
-                except (psycopg.Error, AttributeError):
-                    # AttributeError: no result where one was expected, as when another
-                    # thread's borrow read part of the answer and then left it (the
-                    # slow path closes such a connection)
+                if entry.hurried:
+                    lent = self._lend_hurried(entry, now)
+                    if lent is not None:
+                        return lent
                     ready = False
-                if ready:
-                    entry.resetting = False
-                    if behind:
-                        if not self._quick_behind:
-                            lend_behind_reset()
-                        self._quick_behind += 1
-                    elif conn._notifies_backlog:
-                        conn._notifies_backlog.clear()  # sent before the UNLISTEN
+                else:
+                    pgconn = conn.pgconn
+                    try:
+                        pgconn.consume_input()
+                        # Not arrived yet, or not as expected: the slow path waits, or
+                        # closes the connection.
+                        ready = (
+                            not pgconn.is_busy()
+                            and pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
+                            # ReadyForQuery comes in the same packet as the result
+                            and not pgconn.is_busy()
+                            # a goodbye read with the answer was parsed as a notice; over
+                            # TLS libpq reads one record at a time: look again
+                            and not (
+                                conn._sp_look_again
+                                and (conn._sp_terminated or conn._sp_watch.poll(0))
+                            )
+                        )
+                    except (psycopg.Error, AttributeError):
+                        # AttributeError: no result where one was expected, as when
+                        # another thread's borrow read part of the answer and left it
+                        # (the slow path closes such a connection)
+                        ready = False
+                    if ready:
+                        entry.resetting = False
+                        if conn._notifies_backlog:
+                            conn._notifies_backlog.clear()  # sent before the UNLISTEN
+                    else:
+                        # Usually a borrow right after the return: the next resets of
+                        # this connection go in a pipeline (`_lend_hurried`).
+                        entry.hurried = _HURRY
             else:
                 ready = not conn._sp_watch.poll(0)
-                behind = False
             if ready and not self._closed:
                 entry.loan.append(True)
                 self._quick_borrows += 1
@@ -290,15 +274,63 @@ class ServerlessPool:
                 # no clock then (a borrow longer than ping_after_idle makes the next one
                 # ping, which is all it costs).
                 entry.last_used = conn._sp_fresh = now
-                if behind:
-                    # The mark of a borrow lent before the reset's answer (a negative
-                    # time: no attribute more on the connection, whose every attribute
-                    # read would then cost more)
-                    conn._sp_fresh = -now
                 return conn
         # Back on the stack, for the slow path to look at under the lock.
         idle.append(entry)
         return self._acquire_checked(now, timeout)
+
+    def _lend_hurried(self, entry: _Entry, now: float) -> PooledConnection[TupleRow] | None:
+        """The quick borrow of a connection whose reset went out in a pipeline (see
+        `_Entry.hurried`); None leaves it to the slow path.
+
+        With the answer still to come, it is lent at once: the first statement goes
+        behind the reset (`PooledCursorMixin`), and the reset's answer is its check.
+        """
+        conn = entry.conn
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+            if pgconn.is_busy():
+                entry.hurried = _HURRY
+                if conn._sp_look_again:
+                    return None  # over TLS, or after a goodbye: the slow path looks first
+                behind = True
+            else:
+                entry.hurried -= 1
+                # The result, the end of its results, the Sync's answer (in the same
+                # packet); anything else sends it to the slow path.
+                if not (
+                    pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
+                    and pgconn.get_result() is None
+                    and not pgconn.is_busy()
+                    and pgconn.get_result().status == _PIPELINE_SYNC  # type: ignore[union-attr]
+                ):
+                    return None
+                pgconn.exit_pipeline_mode()
+                # What came after the Sync's answer waits in libpq's buffer until it
+                # parses again: a goodbye goes to the notice handler.
+                pgconn.is_busy()
+                if conn._sp_look_again and (conn._sp_terminated or conn._sp_watch.poll(0)):
+                    return None
+                behind = False
+        except (psycopg.Error, AttributeError):
+            return None
+        if self._closed:
+            return None
+        entry.resetting = False
+        if behind:
+            if not self._quick_behind:
+                lend_behind_reset()
+            self._quick_behind += 1
+        elif conn._notifies_backlog:
+            conn._notifies_backlog.clear()  # sent before the UNLISTEN
+        entry.loan.append(True)
+        self._quick_borrows += 1
+        entry.last_used = now
+        # A borrow lent before the reset's answer is marked by a negative time: no
+        # attribute more on the connection, whose every attribute read would cost more.
+        conn._sp_fresh = -now if behind else now
+        return conn
 
     def _acquire_checked(self, now: float, timeout: float | None) -> PooledConnection[TupleRow]:
         """Borrow the slow way: expire, ping, connect, or wait, as needed."""
