@@ -6,7 +6,6 @@ password, so they are rewritten here before anyone sees them.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -20,7 +19,8 @@ __all__ = ["describe_conninfo", "parse_conninfo", "redact"]
 
 #: Connection parameters that may be shown in logs and errors.
 _SHOWN = ("host", "hostaddr", "port", "dbname", "user", "sslmode", "application_name")
-_OPTION_NAME = re.compile(r'invalid (?:connection option|URI query parameter):? ?"([^"]*)"')
+# Patterns as text: `re` compiles (and caches) them at first use, not at import.
+_OPTION_NAME = r'invalid (?:connection option|URI query parameter):? ?"([^"]*)"'
 
 
 def parse_conninfo(conninfo: str) -> dict[str, object]:
@@ -44,7 +44,7 @@ def parse_conninfo(conninfo: str) -> dict[str, object]:
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _NOT_SHOWN = "(the value is not shown: it may hold a password)"
 # "host= password=x" parses as host "password=x" (libpq skips blanks after "=").
-_SWALLOWED = re.compile(r"[a-z_]+=")
+_SWALLOWED = r"[a-z_]+="
 
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -69,7 +69,7 @@ def _check_values(params: Mapping[str, object], conninfo: str = "") -> None:
                     f" as %3A {_NOT_SHOWN}"
                 )
     for name, value in params.items():
-        if name != "password" and isinstance(value, str) and _SWALLOWED.match(value):
+        if name != "password" and isinstance(value, str) and re.match(_SWALLOWED, value):
             raise SettingsError(
                 f"conninfo: {name} has an empty value, so it took the next parameter as its"
                 f" value; write {name}='' or remove it {_NOT_SHOWN}"
@@ -92,10 +92,12 @@ def _check_values(params: Mapping[str, object], conninfo: str = "") -> None:
 def redact(message: str) -> str:
     """Remove quoted fragments of a connection string from a libpq error message."""
     message = " ".join(message.split())
-    option = _OPTION_NAME.search(message)
+    option = re.search(_OPTION_NAME, message)
     if option:
         # The unknown name may be the second half of a password with a space in it:
         # only a known parameter it resembles is named.
+        import difflib  # only for this message: not worth its import time at start
+
         close = difflib.get_close_matches(option.group(1), _keywords(), n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (

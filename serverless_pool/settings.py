@@ -9,7 +9,6 @@ and where its value came from.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -167,12 +166,11 @@ def _optional_threshold(value: object) -> int | None:
 
 
 def _optional_text(pattern: str, what: str) -> Callable[[object], str | None]:
-    compiled = re.compile(pattern)
-
     def parse(value: object) -> str | None:
         if value is None:
             return None
-        if isinstance(value, str) and compiled.fullmatch(value.strip()):
+        # compiled (and cached by `re`) at first use, not at import
+        if isinstance(value, str) and re.fullmatch(pattern, value.strip()):
             return value.strip()
         raise ValueError(f"expected {what}")
 
@@ -640,6 +638,8 @@ def unknown_name_message(
     """
     show = repr if quote else str
     message = f"unknown {what} {show(name)}"
+    import difflib  # only for this message: not worth its import time at start
+
     close = difflib.get_close_matches(str(name), sorted(known), n=1)
     if close:
         return f"{message}; did you mean {show(close[0])}?"
