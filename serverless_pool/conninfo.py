@@ -27,18 +27,23 @@ def parse_conninfo(conninfo: str) -> dict[str, object]:
     """Parse a key/value string or a URL; errors never repeat the string's content."""
     if not isinstance(conninfo, str):
         raise SettingsError(f"conninfo: expected a string, got {type(conninfo).__name__}")
+    # The error is raised after the `except` block, so that libpq's own message, which
+    # may quote the password, is not kept as the new error's __context__ either.
+    refused: str
     try:
         params: dict[str, object] = dict(conninfo_to_dict(conninfo))
     except psycopg.ProgrammingError as err:
-        raise SettingsError(f"conninfo: {redact(str(err))}") from None
+        refused = f"conninfo: {redact(str(err))}"
     except UnicodeDecodeError:
         # libpq decodes a URL's %XX escapes; psycopg then fails on bytes that are not UTF-8.
-        raise SettingsError(
+        refused = (
             "conninfo: a %-escape in the URL does not decode to UTF-8 text"
             " (the connection string is not shown: it may hold a password)"
-        ) from None
-    _check_values(params, conninfo)
-    return params
+        )
+    else:
+        _check_values(params, conninfo)
+        return params
+    raise SettingsError(refused)
 
 
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
