@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lambda_testkit import FUNCTIONS, REPO, load_event
+from lambda_testkit import FUNCTIONS, REPO, load_event, wait_until
 
 from serverless_pool.aws_lambda import COMMAND_KEY
 from serverless_pool.testing.lambda_emulator import EmulatedFunction, InvocationResult
@@ -37,11 +37,17 @@ def rows(postgres: PostgresServer, dbname: str, query: str) -> list[tuple[Any, .
 
 def leaked(function: EmulatedFunction, result: InvocationResult) -> list[int]:
     instance = next(i for i in function.instances if i.name == result.instance)
-    return [
-        json.loads(line)["LeakedConnections"]
-        for line in instance.output().splitlines()
-        if line.startswith('{"_aws"') and result.request_id in line
-    ]
+
+    def counts() -> list[int]:
+        return [
+            json.loads(line)["LeakedConnections"]
+            for line in instance.output().splitlines()
+            if line.startswith('{"_aws"') and result.request_id in line
+        ]
+
+    # The emulator reads the instance's output on a thread of its own: wait for the line.
+    wait_until(lambda: bool(counts()))
+    return counts()
 
 
 @pytest.fixture(scope="module")

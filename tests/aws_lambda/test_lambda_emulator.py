@@ -281,6 +281,7 @@ def test_frozen_instance_survives_its_connection_ending(
     assert body["pid"] != old_pid
     assert any(key.startswith("replaced_") for key in body["stats"])
     # One EMF line per invocation, without the password.
+    assert wait_until(lambda: instance.output().count('{"_aws"') >= 2)
     output = instance.output()
     emf = [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
     assert len(emf) == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -161,11 +162,18 @@ class InEmulator:
                 raise UnsupportedEvent(result.payload["errorMessage"])
             raise AssertionError(result.payload)
         assert result.ok, result.payload
-        emf = [
-            json.loads(line)
-            for line in instance.output().splitlines()
-            if line.startswith('{"_aws"') and result.request_id in line
-        ]
+        # The metric line is printed before the response is posted, but the emulator
+        # reads the instance's output on a thread of its own: wait for it, briefly.
+        waited_until = time.monotonic() + 10
+        while True:
+            emf = [
+                json.loads(line)
+                for line in instance.output().splitlines()
+                if line.startswith('{"_aws"') and result.request_id in line
+            ]
+            if emf or time.monotonic() > waited_until:
+                break
+            time.sleep(0.01)
         assert [line["LeakedConnections"] for line in emf] == [0]
         return result.payload
 

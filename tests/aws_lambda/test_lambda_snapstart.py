@@ -64,7 +64,8 @@ def test_hooks_run_once_before_the_snapshot_and_once_per_restore() -> None:
         assert one.payload["init_pid"] == two.payload["init_pid"]  # one init, copied
         assert one.payload["pid"] != two.payload["pid"]
         for instance, result in ((first, one), (second, two)):
-            assert f"after restore in {result.payload['pid']}" in instance.output()
+            restored = f"after restore in {result.payload['pid']}"
+            assert wait_until(lambda: restored in instance.output())  # noqa: B023
             assert "before snapshot" not in instance.output()
 
 
