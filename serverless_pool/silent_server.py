@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import psycopg
 from psycopg import pq
 
-from .connection import PooledConnection
+from .connection import _BASE_WAIT, _WAIT_INTERVAL, PooledConnection, settling_wait
 from .deadline import current_deadline, on_first_deadline
 from .errors import DeadlineExceeded
 
@@ -56,8 +56,6 @@ GRACE: Final = 0.05
 CANCEL_TIMEOUT: Final = 0.2
 # libpq's cancel takes a timeout from version 17 on; an older one could block.
 _CANCEL_HAS_TIMEOUT: Final = pq.version() >= 170000
-_BASE_WAIT: Any = psycopg.Connection.wait
-_WAIT_INTERVAL: Final = 0.1  # psycopg's own
 # psycopg 3.3.9 and later bound a wait themselves (the timeout argument); before, the
 # generator is watched at each tick of silence instead.
 _NATIVE_TIMEOUT: Final = "timeout" in inspect.signature(_BASE_WAIT).parameters
@@ -100,13 +98,11 @@ def deadline_wait(
     psycopg runs every exchange with the server (a statement, a fetch, a COMMIT...)
     through ``wait()``. Past this context's deadline (plus `GRACE`) it gives up.
     """
-    if self._sp_fresh < 0:  # as `connection.settling_wait` does
-        self._sp_settle(replace=False)
     until = current_deadline()
     if until is None or timeout is not None:  # no deadline here, or psycopg's own bound
-        if timeout is None:
-            return _BASE_WAIT(self, gen, interval)
-        return _BASE_WAIT(self, gen, interval, timeout)
+        return settling_wait(self, gen, interval, timeout)
+    if self._sp_fresh < 0:  # lent before its reset's answer: as `settling_wait` does
+        self._sp_settle(replace=False)
     if _NATIVE_TIMEOUT:
         try:
             return _BASE_WAIT(self, gen, interval, max(0.0, until + GRACE - time.monotonic()))

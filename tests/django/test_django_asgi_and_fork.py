@@ -6,16 +6,13 @@ import asyncio
 import json
 import logging
 import os
-import time
-import uuid
 from typing import Any
 
 import pytest
-from awslambdaric.lambda_context import LambdaContext
 from django.core.asgi import get_asgi_application
 from django.db import connection
 from django_serverless_pool.release import pool_of, release_connections
-from django_testkit import APP_NAME
+from django_testkit import APP_NAME, lambda_context, lambda_event
 from shop.models import Product
 
 from serverless_pool.aws_lambda import make_handler
@@ -92,46 +89,6 @@ def test_an_async_view_that_raises_returns_its_connection(postgres: PostgresServ
     assert all(s.state == "idle" for s in postgres.backends(application_name=APP_NAME))
 
 
-def _lambda_event(path: str) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) GET, as Lambda hands it to the function."""
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"host": "api.example.com", "x-forwarded-proto": "https"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.example.com",
-            "http": {
-                "method": "GET",
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.7",
-                "userAgent": "test",
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "01/Dec/2026:00:00:00 +0000",
-            "timeEpoch": 0,
-        },
-        "isBase64Encoded": False,
-    }
-
-
-def _lambda_context() -> LambdaContext:
-    return LambdaContext(
-        str(uuid.uuid4()),
-        None,
-        None,
-        int(time.time() * 1000) + 30_000,
-        "arn:aws:lambda:us-east-1:123456789012:function:tests",
-        None,
-    )
-
-
 def test_500_async_requests_through_make_handler_return_every_connection(
     postgres: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -146,7 +103,7 @@ def test_500_async_requests_through_make_handler_return_every_connection(
             for i in range(500):
                 if i % 25 == 24:  # the server ends the idle sessions between invocations
                     ended += postgres.terminate_backends(application_name=APP_NAME)
-                response = handler(_lambda_event(paths[i % 3]), _lambda_context())
+                response = handler(lambda_event(paths[i % 3]), lambda_context())
                 assert response["statusCode"] == 200, (i, response)
                 assert pool_of("default").stats()["pool_in_use"] == 0, i
     finally:

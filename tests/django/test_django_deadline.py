@@ -12,17 +12,15 @@ import copy
 import json
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from awslambdaric.lambda_context import LambdaContext
 from django.core.asgi import get_asgi_application
 from django.core.wsgi import get_wsgi_application
 from django.db import connection, connections
 from django_serverless_pool.release import release_connections
-from django_testkit import APP_NAME
+from django_testkit import APP_NAME, lambda_context, lambda_event
 from psycopg import pq
 
 from serverless_pool import bound_statements_by_deadline, deadline_after
@@ -32,46 +30,6 @@ from serverless_pool.testing.postgres import PostgresServer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BOUND = "SELECT current_setting('statement_timeout')"
-
-
-def _event(path: str, query: str = "") -> dict[str, Any]:
-    """An HTTP API (payload 2.0) GET, as API Gateway sends it."""
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": {"host": "api.example.com", "x-forwarded-proto": "https"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.example.com",
-            "http": {
-                "method": "GET",
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.7",
-                "userAgent": "test",
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "01/Dec/2026:00:00:00 +0000",
-            "timeEpoch": 0,
-        },
-        "isBase64Encoded": False,
-    }
-
-
-def _context(remaining_ms: int) -> LambdaContext:
-    return LambdaContext(
-        str(uuid.uuid4()),
-        None,
-        None,
-        int(time.time() * 1000) + remaining_ms,
-        "arn:aws:lambda:us-east-1:123456789012:function:tests",
-        None,
-    )
 
 
 @pytest.fixture(params=["wsgi", "asgi"])
@@ -92,7 +50,7 @@ def make_django_handler(request: pytest.FixtureRequest) -> Iterator[Callable[...
 
 
 def _get(handler: LambdaHandler, path: str, remaining_ms: int, query: str = "") -> Any:
-    response = handler(_event(path, query), _context(remaining_ms))
+    response = handler(lambda_event(path, query), lambda_context(remaining_ms))
     assert response["statusCode"] == 200, response
     return json.loads(response["body"])
 
