@@ -265,9 +265,17 @@ def test_a_deadline_that_has_passed_gives_the_statement_one_millisecond(
 ) -> None:
     with pool.connection() as conn, deadline_after(0), bound_statements_by_deadline():
         time.sleep(0.01)
-        assert simple(conn) == "1ms"
+        # The message carries the bound; whether even `current_setting` finishes
+        # within 1 ms depends on how busy the machine is, so the answer is either.
+        with traced(conn) as trace:
+            try:
+                answer = simple(conn)
+            except psycopg.errors.QueryCanceled as canceled:
+                answer = canceled.sqlstate or ""
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(1)")
+    assert answer in ("1ms", "57014")
+    assert trace[0].sent("Query")[0].startswith('"SET LOCAL statement_timeout = 1;')
 
 
 @pytest.mark.parametrize(
