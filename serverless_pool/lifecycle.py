@@ -51,9 +51,9 @@ def pools_on_loan() -> list[tuple[ServerlessPool, int]]:
     found = []
     for ref in list(_pools.values()):
         pool = ref()
-        if pool is not None and not pool.closed:
+        if pool is not None:
             lent = pool.on_loan()
-            if lent:
+            if lent and not pool.closed:
                 found.append((pool, lent))
     return found
 

@@ -103,6 +103,7 @@ class AsgiAdapter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lifespan: Lifespan | None = None
         self._mangum: Any = None
+        self._cycle: Any = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -117,7 +118,9 @@ class AsgiAdapter:
         # Mangum asks asyncio for "the" event loop: make it ours before it looks.
         asyncio.set_event_loop(loop)
         from mangum import Mangum
+        from mangum.protocols import HTTPCycle
 
+        self._cycle = HTTPCycle
         self._mangum = Mangum(
             self._app,
             lifespan="off",
@@ -154,18 +157,20 @@ class AsgiAdapter:
             asyncio.set_event_loop(None)
 
     def __call__(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        from mangum.protocols import HTTPCycle
-
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             self.start()
-        assert self._loop is not None
-        # asyncio.run() elsewhere (a library, a test) resets the current loop; setting it
-        # again is cheap and keeps Mangum's get_event_loop() on ours, without a warning.
-        asyncio.set_event_loop(self._loop)
+            loop = self._loop
+            assert loop is not None
         handler = self._mangum.infer(event, context)
         scope = handler.scope
         if self._lifespan is not None and self._lifespan.supported:
             scope["state"] = self._lifespan.state.copy()
-        response = HTTPCycle(scope, handler.body)(self._app)
+        # Mangum's cycle, run on the instance's loop by name: calling the cycle would ask
+        # asyncio for the current loop, which asyncio.run() elsewhere (a library, a test)
+        # may have reset.
+        cycle = self._cycle(scope, handler.body)
+        loop.run_until_complete(cycle.run(self._app))
+        response = {"status": cycle.status, "headers": cycle.headers, "body": cycle.body}
         result: dict[str, Any] = handler(response)
         return result

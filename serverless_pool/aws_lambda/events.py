@@ -63,7 +63,24 @@ def classify(event: object) -> EventKind:
     """The HTTP source of `event`, or `UnsupportedEvent` naming what it is instead."""
     # type() first: events arrive as dicts, and an ABC's isinstance() costs far more; this
     # runs before every invocation.
-    if type(event) is not dict and not isinstance(event, Mapping):
+    if type(event) is dict:
+        # The common case first, in as few steps as decide it: an HTTP API 2.0 request
+        # (or a Function URL's). Of the other shapes AWS sends, only an HTTP API's
+        # authorizer has both version 2.0 and a requestContext.http (WebSocket, VPC
+        # Lattice and ALB events have none), and it has a "type", which no request has:
+        # any event with one takes the full path below.
+        context = event.get("requestContext")
+        if (
+            type(context) is dict
+            and type(context.get("http")) is dict
+            and event.get("version") == "2.0"
+            and "type" not in event
+            and type(event.get("rawPath")) is str
+            and type(event.get("body", "")) is str
+        ):
+            domain = context.get("domainName")
+            return "function-url" if type(domain) is str and ".lambda-url." in domain else "http-v2"
+    elif not isinstance(event, Mapping):
         raise UnsupportedEvent(f"make_handler cannot serve {_article(event)}: {_supported()}")
     context = event.get("requestContext")
     if event.get("type") in _AUTHORIZER_TYPES and ("methodArn" in event or "routeArn" in event):
