@@ -203,11 +203,14 @@ def _release_context_connection(exc: BaseException | None) -> None:
 class _ContextConnection:
     """What `ServerlessPool.connection()` returns; leaving the block releases nothing."""
 
-    __slots__ = ("_extension", "_timeout")
+    __slots__ = ("_extension", "_last", "_timeout")
 
     def __init__(self, extension: ServerlessPool, timeout: float | None = None) -> None:
         self._extension = extension
         self._timeout = timeout
+        # The app last served and its pool, as one tuple so that threads serving two
+        # apps never pair one's app with the other's pool.
+        self._last: tuple[Flask | None, CorePool | None] = (None, None)
 
     def __enter__(self) -> PooledConnection[TupleRow]:
         # The borrow itself lives here, not in get_connection(): `with db.connection()`
@@ -218,11 +221,12 @@ class _ContextConnection:
         held = ctx.g.__dict__
         conn: PooledConnection[TupleRow] | None = held.get(_G_KEY)
         if conn is None:
-            extension = self._extension
-            state = ctx.app.extensions.get(EXTENSION_KEY)
-            if state is None or state.extension is not extension:
-                state = extension._state(ctx.app)  # raises the explanation
-            conn = held[_G_KEY] = state.pool.acquire(self._timeout)
+            app, pool = self._last
+            if app is not ctx.app or pool is None:
+                app = ctx.app
+                pool = self._extension._state(app).pool  # raises the explanation
+                self._last = (app, pool)
+            conn = held[_G_KEY] = pool.acquire(self._timeout)
         return conn
 
     def __exit__(

@@ -87,7 +87,9 @@ def test_two_apps_in_one_process_each_use_their_own_pool(
         with second.app_context(), shared.connection() as conn:
             row = conn.execute("SELECT current_setting('application_name')").fetchone()
             assert row == ("flask-second",)
-    assert shared.get_pool(first).stats()["borrows"] == 1
+    # Back to the first app after the second: its own pool again.
+    assert first.test_client().get("/").text == "flask-first"
+    assert shared.get_pool(first).stats()["borrows"] == 2
     assert shared.get_pool(second).stats()["borrows"] == 2
     assert shared.get_pool(first).stats()["pool_in_use"] == 0
     assert shared.get_pool(second).stats()["pool_in_use"] == 0
