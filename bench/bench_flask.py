@@ -131,11 +131,13 @@ def flask_sqlalchemy(conninfo: str, stack: ExitStack) -> Flask:
     return app
 
 
-def serverless_pool(conninfo: str, stack: ExitStack) -> Flask:
+def serverless_pool(conninfo: str, stack: ExitStack, reset_on_return: str | None = None) -> Flask:
     from flask_serverless_pool import ServerlessPool
 
     app = _flask("serverless_pool")
     app.config["SERVERLESS_POOL_DATABASE_URL"] = conninfo
+    if reset_on_return is not None:
+        app.config["SERVERLESS_POOL_RESET_ON_RETURN"] = reset_on_return
     db = ServerlessPool(app)
     stack.callback(db.get_pool(app).close)
 

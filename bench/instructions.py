@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -89,7 +90,11 @@ def _flask(name: str, driver: str = "wsgi") -> Callable[[Any], Request]:
     def make(endpoint: Any) -> Request:
         import bench_flask
 
-        factory = {"held": bench_flask.held_connection, "ours": bench_flask.serverless_pool}[name]
+        factory = {
+            "held": bench_flask.held_connection,
+            "ours": bench_flask.serverless_pool,
+            "ours_never": functools.partial(bench_flask.serverless_pool, reset_on_return="never"),
+        }[name]
         conninfo = endpoint.conninfo(application_name="bench")
         if driver == "wsgi":
             request, _ = bench_flask._setup(factory, conninfo)()
@@ -251,12 +256,22 @@ SUITES: dict[str, list[tuple[str, str, Callable[[Any], Request]]]] = {
         ("persistent", "Django persistent connection (CONN_MAX_AGE=None)", _django("persistent")),
         ("ours", "serverless-pool ENGINE + middleware", _django("ours")),
         ("native", 'Django native pool (OPTIONS["pool"])', _django("native")),
+        (
+            "ours_never",
+            "serverless-pool ENGINE + middleware, reset_on_return=never",
+            _django("ours_never"),
+        ),
     ],
     "flask": [
         ("held", "held global connection, WSGI call", _flask("held")),
         ("ours", "serverless-pool extension, WSGI call", _flask("ours")),
         ("held_client", "held global connection, test client", _flask("held", "client")),
         ("ours_client", "serverless-pool extension, test client", _flask("ours", "client")),
+        (
+            "never_client",
+            "serverless-pool extension, reset_on_return=never, test client",
+            _flask("ours_never", "client"),
+        ),
     ],
     "deadline": [
         ("off_simple", "SELECT 1 in a deadline, not bounded", _deadline("simple", False)),
@@ -283,6 +298,7 @@ SUITES: dict[str, list[tuple[str, str, Callable[[Any], Request]]]] = {
 BASELINES = {
     ("lambda", "asgi_ours"): "asgi_bare",
     ("flask", "ours_client"): "held_client",
+    ("flask", "never_client"): "held_client",
     ("deadline", "on_simple"): "off_simple",
     ("deadline", "on_extended"): "off_extended",
     ("deadline", "off_extended"): "off_extended",
