@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ from .context import LambdaContext
 from .lifespan import Lifespan, LifespanMode
 
 __all__ = ["AsgiAdapter", "Interface", "WsgiAdapter", "detect_interface"]
+
+logger = logging.getLogger("serverless_pool")
 
 Interface = Literal["auto", "wsgi", "asgi"]
 Adapter = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
@@ -171,6 +174,30 @@ class AsgiAdapter:
         # may have reset.
         cycle = self._cycle(scope, handler.body)
         loop.run_until_complete(cycle.run(self._app))
-        response = {"status": cycle.status, "headers": cycle.headers, "body": cycle.body}
+        try:
+            response = {"status": cycle.status, "headers": cycle.headers, "body": cycle.body}
+        except AttributeError:
+            response = _incomplete(cycle, scope)
         result: dict[str, Any] = handler(response)
         return result
+
+
+def _incomplete(cycle: Any, scope: dict[str, Any]) -> dict[str, Any]:
+    """A 500 for an app that returned without a whole response, as ASGI servers answer.
+
+    (An app that raised has had its 500 from Mangum already.)
+    """
+    started = hasattr(cycle, "status")
+    logger.error(
+        "the ASGI app returned from %s %s without %s; answering 500",
+        scope.get("method", "?"),
+        scope.get("path", "?"),
+        "finishing its response body (more_body was still set)"
+        if started
+        else "sending a response (no http.response.start)",
+    )
+    return {
+        "status": 500,
+        "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
+        "body": b"Internal Server Error",
+    }

@@ -405,3 +405,33 @@ def test_no_extension_is_registered_outside_lambda() -> None:
 
     assert register_extension(environ={}) is False
     assert not registered()
+
+
+@pytest.mark.parametrize(
+    ("sent", "named"),
+    [
+        ([], "without sending a response"),
+        (
+            [{"type": "http.response.start", "status": 200, "headers": []},
+             {"type": "http.response.body", "body": b"part", "more_body": True}],
+            "without finishing its response body",
+        ),
+    ],
+    ids=["nothing sent", "body not finished"],
+)  # fmt: skip
+def test_an_asgi_app_that_returns_without_a_whole_response_gets_a_500(
+    sent: list[dict[str, Any]], named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        for message in sent:
+            await send(message)
+
+    handler = make_handler(app, lifespan="off")
+    try:
+        with caplog.at_level(logging.ERROR, logger="serverless_pool"):
+            response = handler(load_event("http_api_v2"), make_context())
+    finally:
+        handler.close()
+    assert response["statusCode"] == 500
+    assert decode_response(response)[2] == b"Internal Server Error"
+    assert any(named in record.getMessage() for record in caplog.records)
