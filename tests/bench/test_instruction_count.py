@@ -1,9 +1,11 @@
-"""The core's cost per request, counted by callgrind, stays within its target.
+"""The pool's cost per request and make_handler's per invocation, counted by callgrind,
+stay within their targets.
 
 Instructions, not seconds: the count repeats to a few hundred instructions in 96,000 on
 a busy machine, where a time would move by tens of percent (see bench/instructions.py).
 A change that makes the pooled request cost more than 1.16 times a held raw connection
-(the guaranteed session reset included) fails here, in CI.
+(the guaranteed session reset included), or a Lambda invocation through `make_handler`
+more than 1.05 times the bare adapter's on the same app and event, fails here, in CI.
 """
 
 from __future__ import annotations
@@ -17,18 +19,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 1.16
+HANDLER_TARGET = 1.05
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_pooled_select_costs_at_most_the_target_times_a_held_connection() -> None:
+def counted(suite: str, strategies: str) -> dict[str, dict[str, float]]:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--only", "core",
-         "--strategies", "ours", "--requests", "200", "--json"],
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--only", suite,
+         "--strategies", strategies, "--requests", "200", "--json"],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = {row["key"]: row for row in json.loads(done.stdout)}
+    return {row["key"]: row for row in json.loads(done.stdout)}
+
+
+def test_a_pooled_select_costs_at_most_the_target_times_a_held_connection() -> None:
+    rows = counted("core", "ours")
     held, ours = rows["held"]["instructions"], rows["ours"]["instructions"]
     assert 60_000 < held < 120_000, rows  # a held connection's SELECT 1, counted at all
     assert ours / held <= TARGET, f"{ours:,} instructions against {held:,}: {ours / held:.3f}"
+
+
+def test_make_handler_costs_at_most_the_target_times_the_bare_adapter() -> None:
+    rows = counted("lambda", "wsgi_ours,asgi_ours")
+    for ours, bare in (("wsgi_ours", "wsgi_bare"), ("asgi_ours", "asgi_bare")):
+        mine, theirs = rows[ours]["instructions"], rows[bare]["instructions"]
+        assert 200_000 < theirs < 2_000_000, rows  # an invocation, counted at all
+        assert mine / theirs <= HANDLER_TARGET, (
+            f"{ours}: {mine:,} instructions against {theirs:,}: {mine / theirs:.3f}"
+        )
