@@ -13,7 +13,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal
 
 from .errors import SettingsError
@@ -194,16 +193,47 @@ def _name(value: object) -> str:
     raise ValueError("expected a non-empty text of at most 63 characters")
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One entry of the schema."""
+    """One entry of the schema (immutable).
+
+    Written out rather than a dataclass, as `PoolSettings` is: a dataclass is generated
+    at import time, and these two took a third of ``import serverless_pool``.
+    """
+
+    __slots__ = ("default", "default_doc", "doc", "name", "parse")
 
     name: str
     parse: Callable[[object], Any]
     default: Any
     doc: str
     #: how the default reads in documentation when it depends on the environment
-    default_doc: str = ""
+    default_doc: str
+
+    def __init__(
+        self,
+        name: str,
+        parse: Callable[[object], Any],
+        default: Any,
+        doc: str,
+        default_doc: str = "",
+    ) -> None:
+        for field, value in (
+            ("name", name),
+            ("parse", parse),
+            ("default", default),
+            ("doc", doc),
+            ("default_doc", default_doc),
+        ):
+            object.__setattr__(self, field, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Setting is immutable (tried to set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Setting is immutable (tried to delete {name!r})")
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
 
     @property
     def env_var(self) -> str:
@@ -422,9 +452,11 @@ SCHEMA: Final[tuple[Setting, ...]] = (
 _BY_NAME: Final = {s.name: s for s in SCHEMA}
 
 
-@dataclass(frozen=True)
 class PoolSettings:
-    """Validated settings of one pool. Build it with `PoolSettings.load()`."""
+    """Validated settings of one pool (immutable). Build it with `PoolSettings.load()`.
+
+    Compared and hashed by value; `replace()` makes a changed copy.
+    """
 
     name: str
     max_size: int
@@ -452,6 +484,40 @@ class PoolSettings:
     tcp_timeout: float
     deadline_function: str | None
     close_on_sigterm: bool
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(_FIELDS)
+        missing = [field for field in _FIELDS if field not in values]
+        if unknown or missing:
+            raise TypeError(
+                f"PoolSettings: unknown {sorted(unknown)}, missing {missing};"
+                " build settings with PoolSettings.load()"
+            )
+        for field in _FIELDS:
+            object.__setattr__(self, field, values[field])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(
+            f"PoolSettings are immutable (tried to set {name!r}); use settings.replace()"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"PoolSettings are immutable (tried to delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{field}={getattr(self, field)!r}" for field in _FIELDS)
+        return f"PoolSettings({shown})"
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, field) for field in _FIELDS)
 
     @classmethod
     def load(
@@ -542,10 +608,10 @@ class PoolSettings:
     def replace(self, **changes: object) -> PoolSettings:
         """A copy with `changes` validated through the schema."""
         parsed = {k: _parse(_known(k), v, "keyword argument") for k, v in changes.items()}
-        return replace(self, **parsed)
+        return type(self)(**{**self.as_dict(), **parsed})
 
     def as_dict(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {field: getattr(self, field) for field in _FIELDS}
 
     @property
     def uses_session_state(self) -> bool:
@@ -583,6 +649,10 @@ class PoolSettings:
                 " loses between transactions; set prepare_threshold=none"
             )
         return warnings
+
+
+#: The fields of `PoolSettings`, in the order of their declaration.
+_FIELDS: Final = tuple(PoolSettings.__annotations__)
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:

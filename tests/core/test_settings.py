@@ -79,7 +79,7 @@ def test_the_source_is_named_for_integrations() -> None:
 def test_every_setting_is_documented_and_has_an_environment_variable() -> None:
     names = [s.name for s in SCHEMA]
     assert len(names) == len(set(names))
-    assert names == [f for f in PoolSettings.__dataclass_fields__]
+    assert names == list(PoolSettings.load({}, environ={}).as_dict())
     for setting in SCHEMA:
         assert setting.doc.endswith("."), setting.name
         assert setting.env_var == "SERVERLESS_POOL_" + setting.name.upper()
@@ -97,3 +97,24 @@ def test_replace_validates() -> None:
     assert settings.replace(max_size=9).max_size == 9
     with pytest.raises(SettingsError, match="max_size"):
         settings.replace(max_size="x")
+
+
+def test_settings_are_immutable_values_and_replace_validates() -> None:
+    settings = PoolSettings.load({"max_size": 3}, environ={})
+    assert settings == PoolSettings.load({"max_size": "3"}, environ={})
+    assert hash(settings) == hash(PoolSettings.load({"max_size": 3}, environ={}))
+    assert settings != PoolSettings.load({"max_size": 2}, environ={})
+    with pytest.raises(AttributeError, match=r"immutable.*'max_size'"):
+        settings.max_size = 9  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="immutable"):
+        del settings.max_size
+    with pytest.raises(AttributeError, match="immutable"):
+        SCHEMA[0].default = "other"  # type: ignore[misc]
+    changed = settings.replace(max_size="5")
+    assert (changed.max_size, settings.max_size) == (5, 3)
+    assert changed.as_dict() == {**settings.as_dict(), "max_size": 5}
+    with pytest.raises(SettingsError, match="max_size"):
+        settings.replace(max_size=0)
+    assert repr(settings).startswith("PoolSettings(name='default', max_size=3, ")
+    with pytest.raises(TypeError, match="missing"):
+        PoolSettings(name="x")
