@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pytest
 from awslambdaric.lambda_context import LambdaContext
-from lambda_testkit import make_context
 
+from serverless_pool.testing.lambda_emulator import lambda_context
 from serverless_pool.testing.postgres import PostgresServer
 
 
 @pytest.fixture
 def context_factory() -> Callable[..., LambdaContext]:
-    return make_context
+    return lambda_context
 
 
 @pytest.fixture

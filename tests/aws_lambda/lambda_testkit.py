@@ -7,12 +7,9 @@ import json
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-
-from awslambdaric.lambda_context import LambdaContext
 
 T = TypeVar("T")
 
@@ -57,18 +54,6 @@ def concurrently(call: Callable[[], T], threads: int, times: int = 1) -> list[T]
 def load_event(name: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
     return event
-
-
-def make_context(remaining_ms: int = 30_000) -> LambdaContext:
-    """The context object awslambdaric itself builds for an invocation."""
-    return LambdaContext(
-        str(uuid.uuid4()),
-        None,
-        None,
-        int(time.time() * 1000) + remaining_ms,
-        "arn:aws:lambda:us-east-1:123456789012:function:tests",
-        None,
-    )
 
 
 def decode_response(response: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 from lambda_apps import BINARY, AsgiEchoApp, flask_echo_app
-from lambda_testkit import EVENTS, FUNCTIONS, decode_response, load_event, make_context
+from lambda_testkit import EVENTS, FUNCTIONS, decode_response, load_event
 
 from serverless_pool import ServerlessPool
 from serverless_pool.aws_lambda import UnsupportedEvent, classify, make_handler
-from serverless_pool.testing.lambda_emulator import EmulatedFunction
+from serverless_pool.testing.lambda_emulator import EmulatedFunction, lambda_context
 from serverless_pool.testing.postgres import PostgresServer
 
 BINARY_BODY = bytes([0, 1, 2, 255, 254, 10, 13]) + "é€".encode()
@@ -138,7 +138,7 @@ class InProcess:
 
     def invoke(self, event: object) -> Any:
         try:
-            return self.handler(event, make_context())  # type: ignore[arg-type]
+            return self.handler(event, lambda_context())  # type: ignore[arg-type]
         finally:
             assert self.pool.stats()["pool_in_use"] == 0
             assert self.handler.leaked == 0  # nothing had to be taken back

@@ -16,11 +16,12 @@ from typing import Any
 import psycopg
 import pytest
 from flask import Flask, jsonify
-from lambda_testkit import decode_response, load_event, make_context
+from lambda_testkit import decode_response, load_event
 
 from serverless_pool import PoolTimeout, ServerlessPool
 from serverless_pool.aws_lambda import make_handler
 from serverless_pool.errors import SettingsError
+from serverless_pool.testing.lambda_emulator import lambda_context
 from serverless_pool.testing.postgres import APP_PASSWORD, PostgresServer
 
 MakePool = Callable[..., ServerlessPool]
@@ -35,7 +36,7 @@ def v2_event(path: str) -> dict[str, Any]:
 
 
 def call(handler: Callable[..., Any], path: str, remaining_ms: int = 30_000) -> Any:
-    status, _headers, body = decode_response(handler(v2_event(path), make_context(remaining_ms)))
+    status, _headers, body = decode_response(handler(v2_event(path), lambda_context(remaining_ms)))
     return status, json.loads(body) if body else None
 
 
@@ -101,10 +102,10 @@ def test_warmup_events_do_not_reach_the_app(
         return "ok"
 
     handler = make_handler(app, warmup_connect=True)
-    result = handler(load_event("scheduled_event"), make_context())
+    result = handler(load_event("scheduled_event"), lambda_context())
     assert (result["warmup"], result["coldStart"]) == (True, True)
     assert result["idleConnections"] >= 1  # every live pool of the process counts
-    assert handler(json.loads('{"serverless-pool-warmup": true}'), make_context())["warmup"]
+    assert handler(json.loads('{"serverless-pool-warmup": true}'), lambda_context())["warmup"]
     assert calls == []
     assert len(postgres.backends(application_name=app_name)) == 1
     assert pool.stats()["pool_available"] == 1
@@ -112,7 +113,7 @@ def test_warmup_events_do_not_reach_the_app(
     # in this process, so look at a pool of this test's own on the server)
     untouched = make_pool(application_name=f"{app_name}-untouched")
     custom = make_handler(app, warmup_marker="ping")
-    assert custom({"ping": 1}, make_context())["warmup"] is True
+    assert custom({"ping": 1}, lambda_context())["warmup"] is True
     assert calls == []
     assert postgres.backends(application_name=f"{app_name}-untouched") == []
     assert untouched.stats()["pool_size"] == 0
@@ -213,7 +214,7 @@ def test_asgi_lifespan_runs_once_per_instance() -> None:
     try:
         mangum = Mangum(trap)
         for _ in range(3):
-            mangum(v2_event("/echo/x"), make_context())
+            mangum(v2_event("/echo/x"), lambda_context())
     finally:
         asyncio.set_event_loop(None)
         loop.close()
@@ -326,7 +327,7 @@ def test_the_margin_never_takes_all_of_a_short_deadline(make_pool: MakePool) -> 
     pool = make_pool(max_size=1, acquire_timeout=10)
     handler = make_handler(_borrow_while_another_holds(pool, 0.1), deadline_margin=0.5)
     # 0.4 s left and a 0.5 s margin: half of what is left (0.2 s) is still usable.
-    status, _headers, body = decode_response(handler(v2_event("/"), make_context(400)))
+    status, _headers, body = decode_response(handler(v2_event("/"), lambda_context(400)))
     assert status == 200, body
     assert pool.stats().get("timeouts", 0) == 0
 
@@ -336,7 +337,7 @@ def test_warmup_reports_the_idle_connections_of_the_pools(make_pool: MakePool) -
     handler = make_handler(Flask("idle"))
     with pool.connection():
         pass
-    answer = handler({"serverless-pool-warmup": True}, make_context())
+    answer = handler({"serverless-pool-warmup": True}, lambda_context())
     assert answer["idleConnections"] >= 1  # this pool's idle connection counts
     assert pool.stats()["pool_available"] == 1
 
@@ -347,7 +348,7 @@ def test_base_path_is_removed_from_the_path() -> None:
     for app in (flask_echo_app(), AsgiEchoApp()):
         handler = make_handler(app, base_path="/api")
         try:
-            response = handler(load_event("api_gateway_rest_base_path"), make_context())
+            response = handler(load_event("api_gateway_rest_base_path"), lambda_context())
         finally:
             handler.close()
         status, _headers, body = decode_response(response)
@@ -429,7 +430,7 @@ def test_an_asgi_app_that_returns_without_a_whole_response_gets_a_500(
     handler = make_handler(app, lifespan="off")
     try:
         with caplog.at_level(logging.ERROR, logger="serverless_pool"):
-            response = handler(load_event("http_api_v2"), make_context())
+            response = handler(load_event("http_api_v2"), lambda_context())
     finally:
         handler.close()
     assert response["statusCode"] == 500

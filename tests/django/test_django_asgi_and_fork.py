@@ -12,10 +12,11 @@ import pytest
 from django.core.asgi import get_asgi_application
 from django.db import connection
 from django_serverless_pool.release import pool_of, release_connections
-from django_testkit import APP_NAME, lambda_context, lambda_event
+from django_testkit import APP_NAME, lambda_event
 from shop.models import Product
 
 from serverless_pool.aws_lambda import make_handler
+from serverless_pool.testing.lambda_emulator import lambda_context
 from serverless_pool.testing.postgres import PostgresServer
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -20,11 +20,12 @@ from django.core.asgi import get_asgi_application
 from django.core.wsgi import get_wsgi_application
 from django.db import connection, connections
 from django_serverless_pool.release import release_connections
-from django_testkit import APP_NAME, lambda_context, lambda_event
+from django_testkit import APP_NAME, lambda_event
 from psycopg import pq
 
 from serverless_pool import bound_statements_by_deadline, deadline_after
 from serverless_pool.aws_lambda import LambdaHandler, make_handler
+from serverless_pool.testing.lambda_emulator import lambda_context
 from serverless_pool.testing.postgres import PostgresServer
 
 pytestmark = pytest.mark.django_db(transaction=True)

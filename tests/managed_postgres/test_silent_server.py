@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from awslambdaric.lambda_context import LambdaContext
 from flask import Flask
 from flask_serverless_pool import ServerlessPool as FlaskPool
 
@@ -29,6 +28,7 @@ from serverless_pool.aws_lambda import make_handler
 from serverless_pool.connection import PooledConnection
 from serverless_pool.errors import CommitOutcomeUnknown, DeadlineExceeded
 from serverless_pool.silent_server import CANCEL_TIMEOUT, GRACE
+from serverless_pool.testing.lambda_emulator import lambda_context
 from serverless_pool.testing.postgres import PostgresServer
 from serverless_pool.testing.relay import Relay
 
@@ -197,9 +197,7 @@ def test_under_make_handler_the_request_fails_in_time_and_the_next_one_succeeds(
     timeout_ms = 2000
 
     def invoke() -> tuple[int, dict[str, object], float]:
-        context = LambdaContext(
-            str(uuid.uuid4()), None, None, int(time.time() * 1000) + timeout_ms, "arn", None
-        )
+        context = lambda_context(timeout_ms)
         started = time.monotonic()
         response = handler(event, context)
         elapsed = time.monotonic() - started

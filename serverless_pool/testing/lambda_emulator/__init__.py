@@ -34,7 +34,7 @@ module.handler --port 9000``, then ``curl http://127.0.0.1:9000/``.
 
 from __future__ import annotations
 
-from .events import http_api_event, http_response
+from .events import http_api_event, http_response, lambda_context
 from .front import HttpFront
 from .function import EmulatedFunction
 from .instance import InitError, InvocationResult, LambdaInstance, ShutdownResult
@@ -53,4 +53,5 @@ __all__ = [
     "Snapshot",
     "http_api_event",
     "http_response",
+    "lambda_context",
 ]

@@ -1,4 +1,5 @@
-"""HTTP requests to API Gateway HTTP API (payload 2.0) events, and responses back.
+"""HTTP requests to API Gateway HTTP API (payload 2.0) events, and responses back; and
+the context object an invocation comes with.
 
 Written from the AWS documentation of the 2.0 payload format: lower-cased headers with
 repeated values joined by commas, cookies in their own list, the raw path and query
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["HttpResponse", "http_api_event", "http_response"]
+__all__ = ["HttpResponse", "http_api_event", "http_response", "lambda_context"]
 
 _TEXT = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
 
@@ -103,3 +104,19 @@ def http_response(result: Any) -> HttpResponse:
     raw = result.get("body") or ""
     body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
     return HttpResponse(int(result["statusCode"]), headers, body)
+
+
+def lambda_context(remaining_ms: int = 30_000) -> Any:
+    """The context object awslambdaric itself builds for an invocation, with
+    `remaining_ms` left, for calling a handler in-process."""
+    # awslambdaric: a dependency of the emulator and the tests, not of the core
+    from awslambdaric.lambda_context import LambdaContext  # type: ignore[import-untyped]
+
+    return LambdaContext(
+        str(uuid.uuid4()),
+        None,
+        None,
+        int(time.time() * 1000) + remaining_ms,
+        "arn:aws:lambda:us-east-1:123456789012:function:tests",
+        None,
+    )
