@@ -118,7 +118,8 @@ class AsgiAdapter:
         if self._loop is not None:
             return
         loop = asyncio.new_event_loop()
-        # Mangum asks asyncio for "the" event loop: make it ours before it looks.
+        # The thread's current loop too, for code that asks asyncio for "the" loop
+        # outside a running one (events themselves run on it by name, see __call__).
         asyncio.set_event_loop(loop)
         from mangum import Mangum
         from mangum.protocols import HTTPCycle
@@ -192,7 +193,7 @@ def _incomplete(cycle: Any, scope: dict[str, Any]) -> dict[str, Any]:
         "the ASGI app returned from %s %s without %s; answering 500",
         scope.get("method", "?"),
         scope.get("path", "?"),
-        "finishing its response body (more_body was still set)"
+        "finishing its response body (no http.response.body without more_body)"
         if started
         else "sending a response (no http.response.start)",
     )

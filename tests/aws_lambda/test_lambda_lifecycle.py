@@ -417,8 +417,12 @@ def test_no_extension_is_registered_outside_lambda() -> None:
              {"type": "http.response.body", "body": b"part", "more_body": True}],
             "without finishing its response body",
         ),
+        (
+            [{"type": "http.response.start", "status": 200, "headers": []}],
+            "without finishing its response body",
+        ),
     ],
-    ids=["nothing sent", "body not finished"],
+    ids=["nothing sent", "body not finished", "no body"],
 )  # fmt: skip
 def test_an_asgi_app_that_returns_without_a_whole_response_gets_a_500(
     sent: list[dict[str, Any]], named: str, caplog: pytest.LogCaptureFixture
