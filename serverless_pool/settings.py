@@ -507,17 +507,14 @@ class PoolSettings:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        return self.as_dict() == other.as_dict()  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash(self._values())
+        return hash(tuple(self.as_dict().values()))
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{field}={getattr(self, field)!r}" for field in _FIELDS)
+        shown = ", ".join(f"{field}={value!r}" for field, value in self.as_dict().items())
         return f"PoolSettings({shown})"
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, field) for field in _FIELDS)
 
     @classmethod
     def load(
