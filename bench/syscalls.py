@@ -1,0 +1,106 @@
+"""System calls per Flask request, counted: where the session reset's time goes.
+
+    python bench/syscalls.py [--requests 2000]
+
+Instruction counts (``bench/instructions.py``) stop at the kernel's door, and timings
+move too much on a shared machine to say which system call a strategy adds. A count of
+system calls repeats. Each strategy serves Flask requests (a plain WSGI call, as in
+``bench/bench_flask.py``) in a process of its own under ``strace -f -c``, once with
+`--requests` requests and once with none; the difference, divided by the requests, is
+what a request costs, the set-up cancelled out. Needs ``strace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WARMUP = 100
+SHOWN = ("sendto", "recvfrom", "poll")
+
+STRATEGIES = (
+    ("held", "held global connection"),
+    ("never", "serverless-pool, reset_on_return=never"),
+    ("always", "serverless-pool, default (reset on every return)"),
+)
+
+
+def _child(key: str, conninfo: str, requests: int) -> None:
+    sys.path.insert(0, str(HERE))
+    import bench_flask
+
+    stack = ExitStack()
+    if key == "held":
+        app = bench_flask.held_connection(conninfo, stack)
+    else:
+        app = bench_flask.serverless_pool(conninfo, stack, reset_on_return=key)
+    client = bench_flask._Client()
+    for _ in range(WARMUP + requests):
+        if not client.request(app):
+            raise SystemExit(f"a request failed: {client.status}")
+    stack.close()
+
+
+def _calls(summary: Path) -> dict[str, int]:
+    """System call -> calls, from a ``strace -c`` summary."""
+    counts: dict[str, int] = {}
+    for line in summary.read_text().splitlines():
+        fields = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"
+        if len(fields) >= 5 and fields[3].isdigit() and not line.startswith("%"):
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def count(key: str, conninfo: str, requests: int, workdir: Path) -> dict[str, int]:
+    out = workdir / f"{key}-{requests}.strace"
+    argv = [
+        "strace", "-f", "-c", "-o", str(out),
+        sys.executable, str(Path(__file__).resolve()), "--child", key, conninfo, str(requests),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"counting {key} failed:\n{done.stderr[-4000:]}")
+    return _calls(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        key, conninfo, requests = args.child
+        _child(key, conninfo, int(requests))
+        return 0
+    if shutil.which("strace") is None:
+        print("strace is not installed", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from serverless_pool.testing.postgres import PostgresServer
+
+    print("| Flask request | " + " | ".join(f"`{name}`" for name in SHOWN) + " |")
+    print("|---|" + "---:|" * len(SHOWN))
+    with PostgresServer() as server, tempfile.TemporaryDirectory() as tmp:
+        conninfo = server.conninfo(application_name="bench")
+        for key, label in STRATEGIES:
+            loaded = count(key, conninfo, args.requests, Path(tmp))
+            idle = count(key, conninfo, 0, Path(tmp))
+            cells = [
+                f"{(loaded.get(name, 0) - idle.get(name, 0)) / args.requests:.2f}" for name in SHOWN
+            ]
+            print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
