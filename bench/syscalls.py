@@ -1,6 +1,6 @@
 """System calls per Flask request, counted: where the session reset's time goes.
 
-    python bench/syscalls.py [--requests 2000]
+    python bench/syscalls.py [--requests 2000] [--json]
 
 Instruction counts (``bench/instructions.py``) stop at the kernel's door, and timings
 move too much on a shared machine to say which system call a strategy adds. A count of
@@ -13,6 +13,7 @@ what a request costs, the set-up cancelled out. Needs ``strace``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -76,6 +77,7 @@ def count(key: str, conninfo: str, requests: int, workdir: Path) -> dict[str, in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -88,17 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from serverless_pool.testing.postgres import PostgresServer
 
-    print("| Flask request | " + " | ".join(f"`{name}`" for name in SHOWN) + " |")
-    print("|---|" + "---:|" * len(SHOWN))
+    rows = []
     with PostgresServer() as server, tempfile.TemporaryDirectory() as tmp:
         conninfo = server.conninfo(application_name="bench")
         for key, label in STRATEGIES:
             loaded = count(key, conninfo, args.requests, Path(tmp))
             idle = count(key, conninfo, 0, Path(tmp))
-            cells = [
-                f"{(loaded.get(name, 0) - idle.get(name, 0)) / args.requests:.2f}" for name in SHOWN
-            ]
-            print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+            per_request = {
+                name: (loaded.get(name, 0) - idle.get(name, 0)) / args.requests for name in SHOWN
+            }
+            rows.append({"key": key, "strategy": label, **per_request})
+            print(f"  {label}: {per_request}", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print("| Flask request | " + " | ".join(f"`{name}`" for name in SHOWN) + " |")
+    print("|---|" + "---:|" * len(SHOWN))
+    for row in rows:
+        print(f"| {row['strategy']} | " + " | ".join(f"{row[name]:.2f}" for name in SHOWN) + " |")
     return 0
 
 

@@ -1,5 +1,5 @@
 # Sourced by scripts/test and scripts/demo: the PostgreSQL server binaries, PgBouncer, openssl,
-# valgrind and Python's venv module from Debian's packages, when they are not there yet. Nothing is started here: the
+# valgrind, strace and Python's venv module from Debian's packages, when they are not there yet. Nothing is started here: the
 # tests and the demo start their own throwaway servers as an unprivileged user.
 missing=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
@@ -14,6 +14,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 # with marks built from valgrind's header by the C compiler
 command -v valgrind >/dev/null || missing+=(valgrind)
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
+# the system-call test and bench/syscalls.py count a client's calls with strace
+command -v strace >/dev/null || missing+=(strace)
 # .venv/ is made with python3 -m venv, which Debian ships apart
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
