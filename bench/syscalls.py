@@ -1,6 +1,6 @@
 """System calls per Flask request, counted: where the session reset's time goes.
 
-    python bench/syscalls.py [--requests 2000] [--json]
+    python bench/syscalls.py [--requests 2000] [--gap 0] [--json]
 
 Instruction counts (``bench/instructions.py``) stop at the kernel's door, and timings
 move too much on a shared machine to say which system call a strategy adds. A count of
@@ -8,6 +8,12 @@ system calls repeats. Each strategy serves Flask requests (a plain WSGI call, as
 ``bench/bench_flask.py``) in a process of its own under ``strace -f -c``, once with
 `--requests` requests and once with none; the difference, divided by the requests, is
 what a request costs, the set-up cancelled out. Needs ``strace``.
+
+Whether the reset's answer is in when the next borrow comes depends on the machine's
+load: when it is not, the borrow reads again and waits (more ``recvfrom`` and ``poll``).
+`--gap` pauses between requests, as an instance does between invocations, so that the
+answer is always in and the counts repeat on a busy machine too; ``sendto`` does not
+depend on it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -34,7 +41,7 @@ STRATEGIES = (
 )
 
 
-def _child(key: str, conninfo: str, requests: int) -> None:
+def _child(key: str, conninfo: str, requests: int, gap: float) -> None:
     sys.path.insert(0, str(HERE))
     import bench_flask
 
@@ -47,6 +54,8 @@ def _child(key: str, conninfo: str, requests: int) -> None:
     for _ in range(WARMUP + requests):
         if not client.request(app):
             raise SystemExit(f"a request failed: {client.status}")
+        if gap:
+            time.sleep(gap)
     stack.close()
 
 
@@ -61,11 +70,12 @@ def _calls(summary: Path) -> dict[str, int]:
     return counts
 
 
-def count(key: str, conninfo: str, requests: int, workdir: Path) -> dict[str, int]:
+def count(key: str, conninfo: str, requests: int, gap: float, workdir: Path) -> dict[str, int]:
     out = workdir / f"{key}-{requests}.strace"
     argv = [
         "strace", "-f", "-c", "-o", str(out),
-        sys.executable, str(Path(__file__).resolve()), "--child", key, conninfo, str(requests),
+        sys.executable, str(Path(__file__).resolve()),
+        "--child", key, conninfo, str(requests), str(gap),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
@@ -77,12 +87,13 @@ def count(key: str, conninfo: str, requests: int, workdir: Path) -> dict[str, in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds between requests")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        key, conninfo, requests = args.child
-        _child(key, conninfo, int(requests))
+        key, conninfo, requests, gap = args.child
+        _child(key, conninfo, int(requests), float(gap))
         return 0
     if shutil.which("strace") is None:
         print("strace is not installed", file=sys.stderr)
@@ -94,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     with PostgresServer() as server, tempfile.TemporaryDirectory() as tmp:
         conninfo = server.conninfo(application_name="bench")
         for key, label in STRATEGIES:
-            loaded = count(key, conninfo, args.requests, Path(tmp))
-            idle = count(key, conninfo, 0, Path(tmp))
+            loaded = count(key, conninfo, args.requests, args.gap, Path(tmp))
+            idle = count(key, conninfo, 0, args.gap, Path(tmp))
             per_request = {
                 name: (loaded.get(name, 0) - idle.get(name, 0)) / args.requests for name in SHOWN
             }
