@@ -83,7 +83,7 @@ class _Entry:
         self.owner = owner
         self.conn = conn
         # A deque, not a list: a list emptied and refilled on every request reallocates
-        # its array both times, a deque keeps its block (with the idle stack, about 900
+        # its array both times, a deque keeps its block (with the idle stack, about 870
         # client instructions per request, counted).
         self.loan: deque[bool] = deque()
         self.last_used = now
