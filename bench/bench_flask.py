@@ -18,6 +18,7 @@ counted.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import statistics
@@ -148,6 +149,14 @@ def serverless_pool(conninfo: str, stack: ExitStack, reset_on_return: str | None
         return str(row)
 
     return app
+
+
+def factory_named(name: str) -> Callable[[str, ExitStack], Flask]:
+    """The app factory the counting benchmarks (instructions.py, syscalls.py) pick by
+    name: ``held``, ``ours`` (the default settings) or ``ours_never``."""
+    if name == "ours_never":
+        return functools.partial(serverless_pool, reset_on_return="never")
+    return {"held": held_connection, "ours": serverless_pool}[name]
 
 
 FACTORIES: tuple[tuple[str, Callable[[str, ExitStack], Flask]], ...] = (

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import functools
 import gc
 import json
 import os
@@ -90,11 +89,7 @@ def _flask(name: str, driver: str = "wsgi") -> Callable[[Any], Request]:
     def make(endpoint: Any) -> Request:
         import bench_flask
 
-        factory = {
-            "held": bench_flask.held_connection,
-            "ours": bench_flask.serverless_pool,
-            "ours_never": functools.partial(bench_flask.serverless_pool, reset_on_return="never"),
-        }[name]
+        factory = bench_flask.factory_named(name)
         conninfo = endpoint.conninfo(application_name="bench")
         if driver == "wsgi":
             request, _ = bench_flask._setup(factory, conninfo)()

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,8 +35,8 @@ SHOWN = ("sendto", "recvfrom", "poll")
 
 STRATEGIES = (
     ("held", "held global connection"),
-    ("never", "serverless-pool, reset_on_return=never"),
-    ("always", "serverless-pool, default (reset on every return)"),
+    ("ours_never", "serverless-pool, reset_on_return=never"),
+    ("ours", "serverless-pool, default (reset on every return)"),
 )
 
 
@@ -45,18 +44,12 @@ def _child(key: str, conninfo: str, requests: int, gap: float) -> None:
     sys.path.insert(0, str(HERE))
     import bench_flask
 
-    stack = ExitStack()
-    if key == "held":
-        app = bench_flask.held_connection(conninfo, stack)
-    else:
-        app = bench_flask.serverless_pool(conninfo, stack, reset_on_return=key)
-    client = bench_flask._Client()
+    request, close = bench_flask._setup(bench_flask.factory_named(key), conninfo)()
     for _ in range(WARMUP + requests):
-        if not client.request(app):
-            raise SystemExit(f"a request failed: {client.status}")
+        request()
         if gap:
             time.sleep(gap)
-    stack.close()
+    close()
 
 
 def _calls(summary: Path) -> dict[str, int]:

@@ -78,8 +78,7 @@ def classify(event: object) -> EventKind:
             and type(event.get("rawPath")) is str
             and type(event.get("body", "")) is str
         ):
-            domain = context.get("domainName")
-            return "function-url" if type(domain) is str and ".lambda-url." in domain else "http-v2"
+            return _v2_kind(context)
     elif not isinstance(event, Mapping):
         raise UnsupportedEvent(f"make_handler cannot serve {_article(event)}: {_supported()}")
     context = event.get("requestContext")
@@ -108,8 +107,7 @@ def classify(event: object) -> EventKind:
                     "make_handler cannot serve this version 2.0 event: it has no"
                     f" requestContext.http (keys: {_keys(context)}); {_supported()}"
                 )
-            domain = str(context.get("domainName") or "")
-            kind = "function-url" if ".lambda-url." in domain else "http-v2"
+            kind = _v2_kind(context)
             if type(event.get("rawPath")) is str and type(event.get("body", "")) is str:
                 return kind  # `_checked()`'s common case, without the call
             return _checked(event, kind, ("rawPath",))
@@ -145,6 +143,12 @@ def describe(kind: str) -> str:
 
 
 _AUTHORIZER_TYPES: Final = ("TOKEN", "REQUEST")
+
+
+def _v2_kind(context: Mapping[str, Any]) -> EventKind:
+    """A version 2.0 request's kind: a Function URL's domain names it, else HTTP API."""
+    domain = context.get("domainName")
+    return "function-url" if type(domain) is str and ".lambda-url." in domain else "http-v2"
 
 
 def _is_mapping(value: object) -> bool:
