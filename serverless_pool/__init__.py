@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from .connection import PooledConnection
 from .deadline import deadline_after
-from .errors import ConnectionFailed, PoolClosed, PoolError, PoolTimeout, SettingsError
+from .errors import (
+    CommitOutcomeUnknown,
+    ConnectionFailed,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    SettingsError,
+    StatementOutcomeUnknown,
+)
 from .pool import ServerlessPool
 from .settings import SCHEMA, PoolSettings
 from .statement_deadline import bound_statements_by_deadline
@@ -16,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA",
+    "CommitOutcomeUnknown",
     "ConnectionFailed",
     "PoolClosed",
     "PoolError",
@@ -24,6 +33,7 @@ __all__ = [
     "PooledConnection",
     "ServerlessPool",
     "SettingsError",
+    "StatementOutcomeUnknown",
     "__version__",
     "bound_statements_by_deadline",
     "deadline_after",

@@ -18,6 +18,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "SettingsError",
+    "StatementOutcomeUnknown",
     "UnsupportedEvent",
 ]
 
@@ -75,6 +76,22 @@ class CommitOutcomeUnknown(PoolError):
     The pool never retries it. Decide in the application: check whether the
     transaction's effects are there (e.g. by an idempotency key) before doing it again.
     The cause (the lost connection, or `DeadlineExceeded`) is chained as ``__cause__``.
+    """
+
+
+class StatementOutcomeUnknown(PoolError):
+    """The server session ended while the borrow's first statement was in flight, in
+    autocommit mode: the statement may or may not have run (and committed).
+
+    The pool sends a borrow's first statement again on a fresh session only where the
+    server provably never ran it (the session had ended before it was sent, or an
+    idle-session timeout ended it); a goodbye that answers the statement proves nothing
+    (the simple query protocol commits before it answers, a procedure may commit, a
+    backend ended while waiting for a synchronous standby has committed locally). So
+    this is raised instead, never a second run: decide in the application, e.g. by an
+    idempotency key. The instance is also of the class psycopg raised (for example
+    `psycopg.errors.AdminShutdown`, with its ``sqlstate`` and ``diag``), which is
+    chained as ``__cause__``.
     """
 
 

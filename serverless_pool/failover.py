@@ -15,39 +15,33 @@ for writes (the default; ``read_only=True`` says otherwise):
 - closes a connection whose statement failed with 25006 because the server is
   read-only, so the next borrow reconnects.
 
-And a connection lost while ``COMMIT`` was in flight raises `CommitOutcomeUnknown`:
-the transaction may or may not have committed, and only the application can decide
-what to do about it. It is never retried.
+And a connection lost while ``COMMIT`` was in flight raises `CommitOutcomeUnknown`
+(`serverless_pool._psycopg.first_operation.watch_commit`): the transaction may or may
+not have committed, and only the application can decide what to do about it. It is
+never retried.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 from psycopg import pq
 
-from .errors import CommitOutcomeUnknown, SettingsError
+from .errors import SettingsError
 
 if TYPE_CHECKING:
-    from psycopg.abc import PQGen
-
     from .connection import PooledConnection
     from .settings import PoolSettings
 
-__all__ = ["check_writable", "found_read_only", "session_attrs", "watch_commit"]
+__all__ = ["check_writable", "found_read_only", "session_attrs"]
 
 logger = logging.getLogger("serverless_pool")
 
-RV = TypeVar("RV")
-
 _OK: Final = pq.ConnStatus.OK
 _READ_ONLY_TARGETS: Final = ("read-only", "standby", "prefer-standby")
-# SQLSTATEs of a session that ended: connection exceptions, and the server's shutdown or
-# termination of the backend (which may come after the commit was made durable).
-_LOST: Final = ("08", "57P01", "57P02", "57P03")
 
 
 def session_attrs(settings: PoolSettings, params: Mapping[str, object]) -> dict[str, object]:
@@ -106,18 +100,3 @@ def found_read_only(conn: PooledConnection[Any]) -> None:
     ):
         return
     on_read_only(conn)
-
-
-def watch_commit(conn: PooledConnection[Any], gen: PQGen[RV]) -> Generator[Any, Any, RV]:
-    """`gen` (a ``COMMIT``), turning a connection lost before its answer into
-    `CommitOutcomeUnknown`."""
-    try:
-        return (yield from gen)
-    except psycopg.OperationalError as err:
-        if conn.pgconn.status == _OK and not str(err.sqlstate or "").startswith(_LOST):
-            raise  # the server answered: the outcome is known
-        raise CommitOutcomeUnknown(
-            "the connection was lost after COMMIT was sent and before the server"
-            f" answered: the transaction may or may not have been committed ({err})."
-            " It is not retried: check whether its effects are there before doing it again"
-        ) from err

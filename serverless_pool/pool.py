@@ -25,9 +25,9 @@ from psycopg.rows import TupleRow
 
 from . import deadline as _deadline
 from . import failover, lifecycle, silent_server
-from . import reset as _reset
 from . import stats as st
-from .connection import PooledConnection, PooledCursor, PooledServerCursor, lend_behind_reset
+from ._psycopg import PooledConnection, PooledCursor, PooledServerCursor
+from ._psycopg import reset as _reset
 from .conninfo import describe_conninfo, parse_conninfo
 from .credentials import provider_for
 from .errors import (
@@ -51,12 +51,8 @@ _OK: Final = pq.ConnStatus.OK
 _IDLE: Final = pq.TransactionStatus.IDLE
 _RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _RESET_DONE: Final = _reset.DONE
-_PIPELINE_SYNC: Final = pq.ExecStatus.PIPELINE_SYNC
-# Borrows that find the reset's answer in before a connection's resets stop being
-# pipelined: where answers come late now and then, each late one would otherwise wait.
-_HURRY: Final = 4
-_COMMAND_OK: Final = pq.ExecStatus.COMMAND_OK
-_DISCARD_ALL: Final = _reset.DISCARD_ALL
+_answered_now: Final = _reset.answered_now
+_send_reset: Final = _reset.send_reset
 
 #: How long before the server's idle_session_timeout an idle connection is closed rather
 #: than lent: this share of the timeout, or a second (at most half the timeout), whichever
@@ -75,7 +71,7 @@ class _Entry:
     succeeds, with no lock taken (see `ServerlessPool` on the pool's locking).
     """
 
-    __slots__ = ("conn", "expires_at", "hurried", "last_used", "loan", "owner", "resetting")
+    __slots__ = ("conn", "expires_at", "last_used", "loan", "owner", "resetting")
 
     def __init__(
         self, owner: ServerlessPool, conn: PooledConnection[Any], now: float, lifetime: float
@@ -89,10 +85,6 @@ class _Entry:
         self.last_used = now
         # A DISCARD ALL was sent when the connection came back; its answer is unread.
         self.resetting = False
-        # A recent borrow came before the answer to the reset (back-to-back requests):
-        # while this counts down (one per borrow that found the answer in), resets go in
-        # a pipeline, for the next first statement to follow it.
-        self.hurried = 0
         self.renew(now, lifetime)
         conn._sp_entry = self
 
@@ -200,7 +192,6 @@ class ServerlessPool:
         # Borrows and resets of the fast paths: counted apart, as plain integers.
         self._quick_borrows = 0
         self._quick_returns = 0  # each sent a reset when the pool discards (direct mode)
-        self._quick_behind = 0  # quick borrows lent before the answer to the reset
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -224,8 +215,9 @@ class ServerlessPool:
         now = _monotonic()
         # The common case, with no lock (see the class docstring): the most recently
         # used connection is young and was used moments ago, and the answer to its reset
-        # has arrived (read without waiting: `reset.read_reset()` written out) or, with
-        # no reset pending, its socket is quiet (one poll() call).
+        # is in and good (read without waiting) or, with no reset pending, its socket is
+        # quiet (one poll() call). An answer still on its way is waited for by the slow
+        # path: nothing of the borrower may be sent before it.
         idle = self._idle
         try:
             entry = idle.pop()
@@ -234,42 +226,9 @@ class ServerlessPool:
         conn = entry.conn
         if now - entry.last_used < self._recent and now < entry.expires_at:
             if entry.resetting:
-                if entry.hurried:
-                    lent = self._lend_hurried(entry, now)
-                    if lent is not None:
-                        return lent
-                    ready = False
-                else:
-                    pgconn = conn.pgconn
-                    try:
-                        pgconn.consume_input()
-                        # Not arrived yet, or not as expected: the slow path waits, or
-                        # closes the connection.
-                        ready = (
-                            not pgconn.is_busy()
-                            and pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
-                            # ReadyForQuery comes in the same packet as the result
-                            and not pgconn.is_busy()
-                            # a goodbye read with the answer was parsed as a notice; over
-                            # TLS libpq reads one record at a time: look again
-                            and not (
-                                conn._sp_look_again
-                                and (conn._sp_terminated or conn._sp_watch.poll(0))
-                            )
-                        )
-                    except (psycopg.Error, AttributeError):
-                        # AttributeError: no result where one was expected, as when
-                        # another thread's borrow read part of the answer and left it
-                        # (the slow path closes such a connection)
-                        ready = False
-                    if ready:
-                        entry.resetting = False
-                        if conn._notifies_backlog:
-                            conn._notifies_backlog.clear()  # sent before the UNLISTEN
-                    else:
-                        # Usually a borrow right after the return: the next resets of
-                        # this connection go in a pipeline (`_lend_hurried`).
-                        entry.hurried = _HURRY
+                ready = _answered_now(conn)
+                if ready:
+                    entry.resetting = False
             else:
                 ready = not conn._sp_watch.poll(0)
             if ready and not self._closed:
@@ -283,59 +242,6 @@ class ServerlessPool:
         # Back on the stack, for the slow path to look at under the lock.
         idle.append(entry)
         return self._acquire_checked(now, timeout)
-
-    def _lend_hurried(self, entry: _Entry, now: float) -> PooledConnection[TupleRow] | None:
-        """The quick borrow of a connection whose reset went out in a pipeline (see
-        `_Entry.hurried`); None leaves it to the slow path.
-
-        With the answer still to come, it is lent at once: the first statement goes
-        behind the reset (`PooledCursorMixin`), and the reset's answer is its check.
-        """
-        conn = entry.conn
-        pgconn = conn.pgconn
-        try:
-            pgconn.consume_input()
-            if pgconn.is_busy():
-                entry.hurried = _HURRY
-                if conn._sp_look_again:
-                    return None  # over TLS, or after a goodbye: the slow path looks first
-                behind = True
-            else:
-                entry.hurried -= 1
-                # The result, the end of its results, the Sync's answer (in the same
-                # packet); anything else sends it to the slow path.
-                if not (
-                    pgconn.get_result().status == _COMMAND_OK  # type: ignore[union-attr]
-                    and pgconn.get_result() is None
-                    and not pgconn.is_busy()
-                    and pgconn.get_result().status == _PIPELINE_SYNC  # type: ignore[union-attr]
-                ):
-                    return None
-                pgconn.exit_pipeline_mode()
-                # What came after the Sync's answer waits in libpq's buffer until it
-                # parses again: a goodbye goes to the notice handler.
-                pgconn.is_busy()
-                if conn._sp_look_again and (conn._sp_terminated or conn._sp_watch.poll(0)):
-                    return None
-                behind = False
-        except (psycopg.Error, AttributeError):
-            return None
-        if self._closed:
-            return None
-        entry.resetting = False
-        if behind:
-            if not self._quick_behind:
-                lend_behind_reset()
-            self._quick_behind += 1
-        elif conn._notifies_backlog:
-            conn._notifies_backlog.clear()  # sent before the UNLISTEN
-        entry.loan.append(True)
-        self._quick_borrows += 1
-        entry.last_used = now
-        # A borrow lent before the reset's answer is marked by a negative time: no
-        # attribute more on the connection, whose every attribute read would cost more.
-        conn._sp_fresh = -now if behind else now
-        return conn
 
     def _acquire_checked(self, now: float, timeout: float | None) -> PooledConnection[TupleRow]:
         """Borrow the slow way: expire, ping, connect, or wait, as needed."""
@@ -454,33 +360,29 @@ class ServerlessPool:
                 " (returned twice, or borrowed elsewhere)"
             ) from None
         # Nothing Python-side to undo and no transaction open (the common case): the
-        # reset goes out without waiting for its answer (`reset.send_reset()` written
-        # out; libpq sends what the socket did not take at the next read), and the
-        # connection back on the stack. Python-side changes mark the connection unclean
+        # reset goes out without waiting for its answer, and the connection back on the
+        # stack. Python-side changes mark the connection unclean
         # as they happen, or are seen by identity here; a broken connection reports an
         # UNKNOWN transaction status.
         baseline = conn._sp_baseline  # type: ignore[attr-defined]
         pgconn = conn.pgconn
+        # A libpq trace the borrower started (``conn.pgconn.trace(fd)``) would write the
+        # next borrower's statements to its file; libpq cannot say whether one is on.
+        pgconn.untrace()
         if (
             not conn._sp_unclean  # type: ignore[attr-defined]
             and pgconn.transaction_status == _IDLE
             and conn.cursor_factory is baseline.cursor_factory
             and conn.row_factory is baseline.row_factory
             and conn.server_cursor_factory is baseline.server_cursor_factory
-            and not conn._notifies_backlog  # type: ignore[attr-defined]
+            and not conn._sp_notifies  # type: ignore[attr-defined]
             and not self._closed
         ):
             if self._discards:
                 if self._prepares:
                     conn._sp_forget_prepared()  # type: ignore[attr-defined]
                 try:
-                    # `reset.send_reset()` written out
-                    if entry.hurried:
-                        pgconn.enter_pipeline_mode()
-                        pgconn.send_query_params(_DISCARD_ALL, None)
-                        pgconn.pipeline_sync()
-                    else:
-                        pgconn.send_query(_DISCARD_ALL)
+                    _send_reset(pgconn)
                 except psycopg.Error:
                     pass  # the slow path below closes it
                 else:
@@ -604,15 +506,13 @@ class ServerlessPool:
         """Like `stats()`, and reset the counters."""
         with self._lock:
             counts = self._report(self._stats.pop())
-            self._quick_borrows = self._quick_returns = self._quick_behind = 0
+            self._quick_borrows = self._quick_returns = 0
             return counts
 
     def _report(self, counts: dict[str, int]) -> dict[str, int]:
         if self._quick_borrows:
             counts[st.BORROWS] = counts.get(st.BORROWS, 0) + self._quick_borrows
             counts[st.REUSED] = counts.get(st.REUSED, 0) + self._quick_borrows
-        if self._quick_behind:
-            counts[st.BEHIND_RESET] = self._quick_behind
         if self._quick_returns:
             counts[st.RETURNS] = counts.get(st.RETURNS, 0) + self._quick_returns
             if self._discards:
@@ -659,9 +559,10 @@ class ServerlessPool:
         settings = self.settings
         if entry.resetting:
             # The answer to its reset is late (a borrow right after the return), or
-            # says the session ended: the server's goodbye comes after it.
+            # says the session ended: the server's goodbye comes after it. Nothing of
+            # the borrower is sent before a good answer; without one, a fresh session.
             entry.resetting = False
-            outcome = _reset.wait_reset(pgconn, settings.ping_timeout)
+            outcome = _reset.wait_answer(conn, _bounded(settings.ping_timeout))
             if outcome != _RESET_DONE:
                 if outcome == _reset.LATE:
                     reason = st.PING_FAILED  # the server stopped answering
@@ -671,8 +572,6 @@ class ServerlessPool:
                     reason = st.RESET_FAILED
                 self._discard(entry, reason)
                 return False
-            if conn._notifies_backlog:
-                conn._notifies_backlog.clear()
         if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
             self._discard(entry, st.BAD_STATE)
             return False
@@ -693,13 +592,6 @@ class ServerlessPool:
     def _reset(self, entry: _Entry) -> str | None:
         """Clean a returned connection; the reason to discard it, or None to keep it."""
         conn = entry.conn
-        if conn._sp_fresh < 0:
-            # Lent before the answer to its last reset came, and nothing ran: read it
-            # now (the connection is in pipeline mode until then); a new reset follows.
-            try:
-                conn._sp_settle(replace=False)
-            except psycopg.Error:
-                return st.CLOSED_BY_SERVER
         conn._sp_fresh = 0.0
         pgconn = conn.pgconn
         if conn.closed or pgconn.status != _OK or not conn._sp_state_is_reusable():
@@ -720,7 +612,7 @@ class ServerlessPool:
         if self._discards:
             conn._sp_forget_prepared()
             try:
-                _reset.send_reset(pgconn, bool(entry.hurried))
+                _send_reset(pgconn)
             except psycopg.Error:
                 return st.RESET_FAILED
             entry.resetting = True
@@ -942,6 +834,12 @@ class _Borrow:
 
 
 _new_borrow: Final = object.__new__
+
+
+def _bounded(seconds: float) -> float:
+    """`seconds`, or the time left before the deadline of the work in progress if less."""
+    left = _deadline.remaining()
+    return seconds if left is None or left > seconds else left
 
 
 def _disown(conn: PooledConnection[Any]) -> None:

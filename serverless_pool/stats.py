@@ -9,7 +9,6 @@ from collections import Counter
 from typing import Final
 
 __all__ = [
-    "BEHIND_RESET",
     "BORROWS",
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
@@ -44,8 +43,6 @@ WAIT_MS: Final = "wait_ms"
 TIMEOUTS: Final = "timeouts"
 PINGS: Final = "pings"
 RESETS: Final = "resets"
-#: borrows lent before the answer to the reset came; the first statement followed it
-BEHIND_RESET: Final = "behind_reset"
 ROLLBACKS: Final = "rollbacks"
 STATEMENT_RETRIES: Final = "statement_retries"
 #: writes that found the server read-only (25006); each closed its connection

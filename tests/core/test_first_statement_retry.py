@@ -1,10 +1,11 @@
-"""The server ends the session at the moment of a borrow: no error reaches user code,
-and no statement runs twice.
+"""The server ends the session at the moment of a borrow: no statement runs twice, and
+one the server provably never ran is sent again with no error reaching user code.
 
 The session ends as it does in production: ``idle_session_timeout`` firing as a thawed
 instance borrows, ``pg_terminate_backend`` (an operator, a failover) just before a borrow
 or between the borrow and its first statement. Each request inserts its own number; the
-table, read at the end, shows every request committed exactly once.
+table, read at the end, shows every request committed at most once, and exactly once
+where the pool saw the session's end before it sent the statement.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from serverless_pool import ServerlessPool, bound_statements_by_deadline, deadline_after
+from serverless_pool import (
+    ServerlessPool,
+    StatementOutcomeUnknown,
+    bound_statements_by_deadline,
+    deadline_after,
+)
 from serverless_pool import connection as pooled
+from serverless_pool._psycopg import first_operation
 from serverless_pool.testing.postgres import PostgresServer
 
 
@@ -47,9 +54,14 @@ def _insert(conn: psycopg.Connection[Any], table: str, request: int) -> None:
 def test_a_thousand_borrows_with_the_backend_ended_0_to_2_ms_before(
     make_pool: Callable[..., ServerlessPool], postgres: PostgresServer, runs: str
 ) -> None:
+    """Ended just before the borrow: the pool sees the goodbye at the borrow or just
+    before the send, and the request succeeds; where the goodbye is still on its way
+    when the statement leaves, the app is told the outcome is unknown, and the
+    statement is not sent again. Either way no request is committed twice."""
     pool = make_pool(max_size=1)
     rng = random.Random(13)
     errors: list[str] = []
+    unknown: list[int] = []
     with postgres.superuser_connection() as admin:
         with pool.connection() as conn:
             pid = conn.info.backend_pid
@@ -62,14 +74,21 @@ def test_a_thousand_borrows_with_the_backend_ended_0_to_2_ms_before(
                 with pool.connection() as conn:
                     _insert(conn, runs, request)
                     pid = conn.info.backend_pid
+            except StatementOutcomeUnknown:
+                unknown.append(request)
+                with pool.connection() as conn:
+                    pid = conn.info.backend_pid
             except psycopg.Error as err:
                 errors.append(f"{type(err).__name__}: {err}")
     assert errors == []
-    assert _committed(postgres, runs) == list(range(1, 1001))
+    committed = _committed(postgres, runs)
+    # The backends were idle when ended: the requests told "unknown" never ran either.
+    assert committed == [n for n in range(1, 1001) if n not in unknown]
+    # Most goodbyes are seen before the send (about 90% here); the rest were in flight.
+    assert len(unknown) < 500, len(unknown)
     stats = pool.stats()
-    # Every session ended, and the pool saw each end at the borrow or at the statement.
     found = stats.get("replaced_closed_by_server", 0) + stats.get("replaced_ping_failed", 0)
-    assert found + stats.get("replaced_dead_on_first_statement", 0) == 1000
+    assert found + stats.get("replaced_dead_on_first_statement", 0) >= 1000 - len(unknown)
     assert stats["connections_opened"] - stats["connections_closed"] == stats["pool_size"]
 
 
@@ -174,6 +193,11 @@ PATHS = {
 }
 
 
+# The paths whose first exchange is a BEGIN, which commits nothing: sent again whatever
+# ended the session under it.
+STARTS_WITH_BEGIN = {"transaction", "server_cursor", "autocommit_off"}
+
+
 @pytest.mark.parametrize("bounded", [False, True], ids=["", "bounded by the deadline"])
 @pytest.mark.parametrize("found", ["before sending", "after sending"])
 @pytest.mark.parametrize("path", sorted(PATHS))
@@ -190,9 +214,10 @@ def test_the_first_operation_of_every_path_goes_to_a_live_session(
     bounded by the deadline too: the bound travels with the retried statement)."""
     if found == "after sending":
         # No second look at the socket before the send: the goodbye is then the first
-        # answer to the statement, and the statement is sent again.
-        monkeypatch.setattr(pooled, "RECHECK_AFTER", 3600.0)
+        # answer to what was sent.
+        monkeypatch.setattr(first_operation, "RECHECK_AFTER", 3600.0)
     operation, expected = PATHS[path]
+    retried = found == "before sending" or path in STARTS_WITH_BEGIN
     pool = make_pool(max_size=1)
     with pool.connection():
         pass
@@ -201,12 +226,25 @@ def test_the_first_operation_of_every_path_goes_to_a_live_session(
         _terminate(postgres, before)
         postgres.wait_process_gone(before)
         with deadline_after(30), bound_statements_by_deadline(bounded):
-            operation(conn, runs)
-        assert conn.info.backend_pid != before
-    assert _committed(postgres, runs) == expected
+            if retried:
+                operation(conn, runs)
+                assert conn.info.backend_pid != before
+            elif path == "pipeline":
+                # Statements queued in a pipeline are never sent again: psycopg's error.
+                with pytest.raises(psycopg.OperationalError):
+                    operation(conn, runs)
+            else:
+                # An autocommit statement answered by the goodbye may have run: the app
+                # is told so, and it is not sent again. The error is also what psycopg
+                # raised (AdminShutdown, or a lost connection where libpq read the end
+                # of the socket first).
+                with pytest.raises(StatementOutcomeUnknown) as caught:
+                    operation(conn, runs)
+                assert isinstance(caught.value, type(caught.value.__cause__))
+    assert _committed(postgres, runs) == (expected if retried else [])
     stats = pool.stats()
-    assert stats["replaced_dead_on_first_statement"] == 1
-    assert stats["statement_retries"] == 1
+    assert stats.get("replaced_dead_on_first_statement", 0) == int(retried)
+    assert stats.get("statement_retries", 0) == int(retried)
 
 
 def test_a_second_statement_is_never_retried(

@@ -311,22 +311,15 @@ def test_in_a_transaction_every_statement_has_the_time_left_at_begin(
 
 
 @pytest.mark.parametrize("bounded", [False, True], ids=["not bounded", "bounded"])
-def test_a_first_statement_that_would_go_behind_the_reset_still_gets_its_bound(
+def test_a_borrow_before_the_resets_answer_waits_for_it_then_sends_its_bound(
     make_pool: MakePool, postgres: PostgresServer, bounded: bool
 ) -> None:
-    """A borrow that comes before the answer to the last return's reset: its first
-    statement would go out behind the reset (`serverless_pool.connection`); bounded, it
-    waits for the answer and goes out with its bound instead."""
+    """The backend is stopped across the return: the reset's answer comes late, the
+    borrow waits for it (nothing is sent behind it), then its first statement goes out
+    with its bound."""
     pool = make_pool(max_size=1, ping_after_idle=60)
-    # The backend stopped across two returns: the reset's answer comes late twice, and
-    # the second borrow after it comes first (as in tests/core/test_behind_reset.py).
     with pool.connection() as conn:
         pid = conn.info.backend_pid
-        postgres.freeze_backend(pid)
-    thaw = threading.Timer(0.1, postgres.thaw_backend, (pid,))
-    thaw.start()
-    with pool.connection() as conn:
-        thaw.join()
         postgres.freeze_backend(pid)
     thaw = threading.Timer(0.2, postgres.thaw_backend, (pid,))
     thaw.start()
@@ -336,11 +329,13 @@ def test_a_first_statement_that_would_go_behind_the_reset_still_gets_its_bound(
             deadline_after(5),
             bound_statements_by_deadline(bounded),
         ):
+            assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert conn.info.backend_pid == pid  # the same, clean, session
             seen = simple(conn)
     finally:
         thaw.cancel()
         postgres.thaw_backend(pid)
-    assert pool.stats()["behind_reset"] == 1  # lent before the reset's answer, both times
+    assert pool.stats().get("replaced_reset_failed", 0) == 0
     if bounded:
         assert 3000 < ms(seen) <= 5000
     else:
@@ -433,26 +428,28 @@ def test_statement_kinds_bounded_outside_a_transaction() -> None:
         assert not statement_is_bounded(query), query
 
 
-def test_a_process_that_never_turns_the_bound_on_runs_psycopgs_code_unchanged(
+def test_no_method_of_the_connection_or_cursor_is_replaced_at_run_time(
     postgres: PostgresServer,
 ) -> None:
-    # In a process of its own: the hooks, once installed, stay for the process.
+    """Deadlines and the bound are flags the one seam reads: the classes stay as made.
+    In a process of its own, so that nothing before it has entered a deadline."""
     script = textwrap.dedent(
         f"""
-        import psycopg
         from serverless_pool import ServerlessPool, deadline_after, bound_statements_by_deadline
-        from serverless_pool.connection import PooledConnection, PooledCursorMixin
+        from serverless_pool._psycopg import connection, cursor
 
-        exec_command = PooledConnection._exec_command
+        classes = [connection.PooledConnection, *(
+            getattr(cursor, name) for name in cursor.__all__
+        )]
+        before = [dict(vars(cls)) for cls in classes]
         pool = ServerlessPool({postgres.conninfo()!r})
-        with pool.connection() as conn, deadline_after(5):
+        with pool.connection() as conn:
             conn.execute("SELECT 1")
-        assert PooledConnection._exec_command is exec_command
-        assert "_maybe_prepare_gen" not in PooledCursorMixin.__dict__
-        with bound_statements_by_deadline():
-            pass
-        assert PooledConnection._exec_command is not exec_command
-        assert "_maybe_prepare_gen" in PooledCursorMixin.__dict__
+        with deadline_after(5), bound_statements_by_deadline(), pool.connection() as conn:
+            conn.execute("SELECT 1")
+            with conn.transaction():
+                conn.execute("SELECT %s", (1,))
+        assert [dict(vars(cls)) for cls in classes] == before
         pool.close()
         print("ok")
         """
