@@ -11,6 +11,7 @@ no invocation fails, and no thread ever works in another request's session.
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,7 +19,7 @@ import djtest_views
 import pytest
 from django.core.signals import request_finished
 from django.core.wsgi import get_wsgi_application
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import override_settings
 from django_serverless_pool.release import pool_of, release_connections
 from django_testkit import APP_NAME, lambda_event
@@ -108,3 +109,42 @@ def test_a_worker_thread_never_works_in_another_requests_transaction(
     assert failures == []
     assert shared == []
     assert closing is None
+
+
+def test_commit_or_rollback_between_requests_never_reaches_another_threads_transaction(
+    postgres: PostgresServer,
+) -> None:
+    # Between requests the connection is parked: back in the pool, which may lend it to
+    # another thread, while this thread's wrapper still names it.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (parked_pid,) = cursor.fetchone()
+    release_connections()
+    inside, outside = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def another_request() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid(), txid_current()")
+                seen["pid"], seen["txid"] = cursor.fetchone()
+                inside.set()
+                outside.wait(timeout=60)
+                cursor.execute("SELECT txid_current_if_assigned()")
+                (seen["txid_after"],) = cursor.fetchone()
+        finally:
+            release_connections()
+            connection.close()
+
+    thread = threading.Thread(target=another_request)
+    thread.start()
+    try:
+        assert inside.wait(timeout=60)
+        # Django's transaction.commit() and rollback() outside atomic(), in this thread.
+        transaction.commit()
+        transaction.rollback()
+    finally:
+        outside.set()
+        thread.join(timeout=60)
+    assert seen["pid"] == parked_pid  # the other thread did get the parked connection
+    assert seen["txid_after"] == seen["txid"]  # and its transaction was left alone

@@ -12,7 +12,7 @@ connection goes through Django's ``connect()``. The pool resets every session it
 back, so when ``connection_created`` has receivers (which set a session up), nothing is
 parked and every borrow goes through ``connect()``. A parked connection is never used
 before it is borrowed again: every Django path to it goes through
-``ensure_connection()``.
+``ensure_connection()``, and ``commit()``/``rollback()`` between requests skip it.
 
 When ``make_handler`` takes back a connection a wrapper still holds at the end of an
 invocation (a ``request_finished`` receiver that queried after Django's own cleanup, ORM
@@ -276,6 +276,20 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
             pools.returned(self)
             with self.wrap_database_errors:
                 lender.release(connection)
+
+    def _commit(self) -> None:
+        # A parked connection is back in the pool, perhaps lent to another thread: nothing
+        # of this wrapper is open on it (it parks only outside atomic(), in its
+        # AUTOCOMMIT mode), so Django's commit() or rollback() between requests must not
+        # reach it.
+        if self._sp_parked is None:
+            parent: Any = super()
+            parent._commit()
+
+    def _rollback(self) -> None:
+        if self._sp_parked is None:
+            parent: Any = super()
+            parent._rollback()
 
     def _set_autocommit(self, autocommit: bool) -> None:
         # A borrowed connection usually is in Django's mode already: skip the switch.
