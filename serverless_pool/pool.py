@@ -61,6 +61,10 @@ SERVER_IDLE_MARGIN: Final = 0.1
 
 Conninfo = str | Callable[[], str]
 Password = str | Callable[[], str]
+#: A borrower's callback for `reclaim()` (see `ServerlessPool.acquire_held`).
+Holder = Callable[[PooledConnection[Any]], None]
+# How long a held borrow waits for reclaim() to put back the token it holds for a moment.
+_REGISTER_WAIT: Final = 1.0
 
 
 class _Entry:
@@ -69,6 +73,11 @@ class _Entry:
     Whether it is on loan is a token in a list here (`loan`): taking it back is one
     atomic ``list.pop()``, so of two threads returning the same connection exactly one
     succeeds, with no lock taken (see `ServerlessPool` on the pool's locking).
+
+    The token is ``True``, or, for a borrower that holds the connection in state of its
+    own (`ServerlessPool.acquire_held`), that borrower's `Holder`: `reclaim()` asks it to
+    let go instead of taking the connection from under it. The token goes with the loan,
+    so the holder is forgotten when the loan ends, at no cost to the return.
     """
 
     __slots__ = ("conn", "expires_at", "last_used", "loan", "owner", "resetting")
@@ -81,7 +90,7 @@ class _Entry:
         # A deque, not a list: a list emptied and refilled on every request reallocates
         # its array both times, a deque keeps its block (with the idle stack, about 870
         # client instructions per request, counted).
-        self.loan: deque[bool] = deque()
+        self.loan: deque[bool | Holder] = deque()
         self.last_used = now
         # A DISCARD ALL was sent when the connection came back; its answer is unread.
         self.resetting = False
@@ -192,6 +201,8 @@ class ServerlessPool:
         # Borrows and resets of the fast paths: counted apart, as plain integers.
         self._quick_borrows = 0
         self._quick_returns = 0  # each sent a reset when the pool discards (direct mode)
+        # The holders of `acquire_held` calls between acquire() and registering.
+        self._holding: list[Holder] = []
         lifecycle.register(self)
 
     # -- public API ------------------------------------------------------------------
@@ -437,14 +448,81 @@ class ServerlessPool:
         """Take back every connection still on loan, as `release()` would; returns how many.
 
         For the end of a unit of work (a Lambda invocation) whose borrowers are all done:
-        a connection the app forgot to return is cleaned and reused, not leaked.
+        a connection the app forgot to return is cleaned and reused, not leaked. A loan
+        from `acquire_held` is its holder's to end: the pool calls the holder, which lets
+        go of the connection under its own lock and gives it back.
         """
         with self._lock:
-            loans = [entry.conn for entry in self._entries if entry.lent]
-        for conn in loans:
+            loans = [entry for entry in self._entries if entry.lent]
+        return sum(self._take_back(entry) for entry in loans)
+
+    def acquire_held(
+        self, holder: Holder, timeout: float | None = None
+    ) -> PooledConnection[TupleRow]:
+        """`acquire()` for a borrower that keeps the connection in state of its own (a
+        framework's connection object) and may still hold it when `reclaim()` runs.
+
+        `reclaim()` then calls ``holder(conn)`` instead of taking the connection from
+        under the borrower: the holder makes sure that none of its code paths can use the
+        connection any more (under its own lock), and gives it back with `release()`.
+        It may be called from another thread, and after the borrower let go by itself
+        (then it does nothing). The holder is the loan's token (see `_Entry`): no
+        connection the pool lends to someone else ever has it.
+        """
+        holding = self._holding
+        # Counted before the borrow: reclaim() leaves an unregistered loan alone while a
+        # held borrow may own it (between acquire() and the token below).
+        holding.append(holder)
+        try:
+            conn = self.acquire(timeout)
+            loan = conn._sp_entry.loan
+            try:
+                loan[0] = holder  # atomic; IndexError while reclaim() holds the token
+            except IndexError:
+                self._register_late(loan, holder)
+        finally:
+            holding.remove(holder)
+        return conn
+
+    def _register_late(self, loan: deque[bool | Holder], holder: Holder) -> None:
+        # reclaim() took the token to look at it and puts it back: this borrow is counted.
+        give_up = time.monotonic() + _REGISTER_WAIT
+        while time.monotonic() < give_up:
+            time.sleep(0)
+            try:
+                loan[0] = holder
+                return
+            except IndexError:
+                continue
+        raise PoolError(f"the pool {self.name!r} took this connection back before it was held")
+
+    def _take_back(self, entry: _Entry) -> int:
+        """Take back one loan for `reclaim()`; 1 if it was (or its holder was asked)."""
+        loan = entry.loan
+        for _ in range(3):  # a loan that changes hands under reclaim() is looked at again
+            try:
+                token = loan[0]
+            except IndexError:
+                return 0  # returned meanwhile by its borrower
+            if token is not True:
+                token(entry.conn)  # type: ignore[operator]
+                return 1
+            try:
+                # Atomic: the token is the pool's now, unless the loan ended or its
+                # holder registered meanwhile.
+                loan.remove(True)
+            except ValueError:
+                continue
+            # Looked at while the token is out, so that no held borrow can register and
+            # leave `_holding` unseen: one still counted may own this loan.
+            held_borrow = bool(self._holding)
+            loan.append(True)
+            if held_borrow:
+                return 0  # its holder will be registered at the next reclaim()
             with contextlib.suppress(PoolError):  # returned meanwhile by its borrower
-                self.release(conn)
-        return len(loans)
+                self.release(entry.conn)
+            return 1
+        return 0
 
     def warm(self, count: int | None = None, timeout: float | None = None) -> int:
         """Open connections ahead of use (e.g. in Lambda's init phase).
@@ -806,6 +884,7 @@ class ServerlessPool:
         entries = list(self._entries)
         self._idle, self._entries = deque(), set()
         self._opening = self._waiting = 0
+        self._holding = []
         for entry in entries:
             _disown(entry.conn)
 

@@ -4,6 +4,12 @@ A connection is borrowed the first time a context asks for one and given back wh
 the app context is torn down, whatever happened in between (an exception in the view,
 an ``abort()``, a streamed response that keeps the context alive until it ends). A
 request that never touches the database borrows nothing.
+
+A context that outlives the invocation (one pushed at import, or by a worker thread
+that keeps it) still holds its connection when ``make_handler`` takes it back: the pool
+then asks the context to let go (`ServerlessPool.acquire_held`), and the connection
+leaves the context's ``g`` before it is lent again, so the context's next use borrows
+anew. Taken from another thread's context, it is closed rather than reused.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from threading import get_ident
 from types import TracebackType
 from typing import Any, Final
 
@@ -200,6 +208,25 @@ def _release_context_connection(exc: BaseException | None) -> None:
         conn._sp_entry.owner.release(conn)
 
 
+def _let_go(held: dict[str, Any], thread: int, conn: PooledConnection[Any]) -> None:
+    """The pool takes `conn` back from the context whose ``g`` is `held` (the holder of
+    `ServerlessPool.acquire_held`); any thread may call it."""
+    if held.get(_G_KEY) is not conn:
+        return  # the context's teardown gave it back meanwhile
+    # Atomic: of this and the teardown (which pops too), exactly one takes it.
+    taken = held.pop(_G_KEY, None)
+    if taken is not conn:
+        if taken is not None:  # borrowed again meanwhile: not this loan's
+            held.setdefault(_G_KEY, taken)
+        return
+    if thread != get_ident():
+        # The thread that borrowed it may still have a cursor on it, or run a statement:
+        # the session ends here (after that statement), never lent again.
+        with conn.lock:
+            conn.close()
+    conn._sp_entry.owner.release(conn)
+
+
 class _ContextConnection:
     """What `ServerlessPool.connection()` returns; leaving the block releases nothing."""
 
@@ -226,7 +253,8 @@ class _ContextConnection:
                 app = ctx.app
                 pool = self._extension._state(app).pool  # raises the explanation
                 self._last = (app, pool)
-            conn = held[_G_KEY] = pool.acquire(self._timeout)
+            holder = partial(_let_go, held, get_ident())
+            conn = held[_G_KEY] = pool.acquire_held(holder, self._timeout)
         return conn
 
     def __exit__(

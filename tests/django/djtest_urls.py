@@ -24,4 +24,5 @@ urlpatterns = [
     path("t/async-mixed", v.async_mixed),
     path("t/deadline-bounds", v.deadline_bounds),
     path("t/deadline-sleep", v.deadline_sleep),
+    path("t/worker-in-transaction", v.backend_in_transaction),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connection, connections, transaction
@@ -189,3 +190,29 @@ def deadline_sleep(request: HttpRequest) -> JsonResponse:
             {"sqlstate": getattr(cause, "sqlstate", None), "took": time.monotonic() - started}
         )
     return JsonResponse({"sqlstate": None, "took": time.monotonic() - started})
+
+
+def backend_in_transaction(request: HttpRequest) -> JsonResponse:
+    """Inside atomic(): writes a row, then asks a worker thread (`WORKER`) what it sees."""
+    marker = request.GET["marker"]
+    with transaction.atomic():
+        Product.objects.create(name=marker, price_cents=1)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), txid_current()")
+            pid, txid = cursor.fetchone()
+        assert WORKER is not None
+        seen = WORKER.submit(_worker_looks, marker).result(timeout=60)
+        transaction.set_rollback(True)  # the row is never committed
+    return JsonResponse({"pid": pid, "txid": txid, "worker": seen})
+
+
+#: The worker thread pool of `backend_in_transaction`, set by the test using it.
+WORKER: ThreadPoolExecutor | None = None
+
+
+def _worker_looks(marker: str) -> dict[str, object]:
+    # ORM work in a worker thread, which never gives its connection back itself.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), txid_current_if_assigned()")
+        pid, txid = cursor.fetchone()
+    return {"pid": pid, "txid": txid, "rows": Product.objects.filter(name=marker).count()}

@@ -12,7 +12,16 @@ connection goes through Django's ``connect()``. The pool resets every session it
 back, so when ``connection_created`` has receivers (which set a session up), nothing is
 parked and every borrow goes through ``connect()``. A parked connection is never used
 before it is borrowed again: every Django path to it goes through
-``ensure_connection()``.
+``ensure_connection()``, and ``commit()``/``rollback()`` between requests skip it.
+
+When ``make_handler`` takes back a connection a wrapper still holds at the end of an
+invocation (a ``request_finished`` receiver that queried after Django's own cleanup, ORM
+work in a thread that never gives its connection back), the pool asks the wrapper to let
+go (`ServerlessPool.acquire_held`): under the wrapper's lock it forgets the connection,
+so that its next use borrows anew. Every change of the wrapper's hold on a connection
+(borrowing, parking, giving back, letting go) happens under that lock. A connection
+taken from another thread's wrapper is closed rather than reused: a cursor that thread
+still has can then only fail, never run in the next borrower's session.
 
 Django normally sends ``SET TIME ZONE`` (and ``SET ROLE`` for ``assume_role``) on every
 new connection. Here both are startup parameters of the server session instead, so a
@@ -23,6 +32,8 @@ that cannot be assumed still fails as with Django: with the server's own error f
 
 from __future__ import annotations
 
+import _thread
+import threading
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -74,6 +85,13 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Held while the wrapper's hold on a connection changes; reentrant, since giving
+        # back may go through Django's close() (see `_sp_reclaimed`).
+        self._sp_lock = threading.RLock()
+        # One bound method, the token of every loan of this wrapper (see acquire_held).
+        self._sp_holder = self._sp_reclaimed
+        # The list of borrowing wrappers of the thread that borrowed (see pools.lent()).
+        self._sp_loans: list[DatabaseWrapper] = []
         pools.track_wrapper(self)
 
     # -- the pool ----------------------------------------------------------------------
@@ -155,11 +173,11 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         """A connection from `pool` and the pool that lent it; failures explained as
         Django would raise them."""
         try:
-            return pool, pool.acquire()
+            return pool, pool.acquire_held(self._sp_holder)
         except PoolClosed:
             # Another thread's settings change closed it after we looked it up.
             pool = self.serverless_pool
-            return pool, pool.acquire()
+            return pool, pool.acquire_held(self._sp_holder)
         except ConnectionFailed as failed:
             role = self.settings_dict["OPTIONS"].get("assume_role")
             if role and pool.settings.uses_session_state:
@@ -215,10 +233,11 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
             raise_djangos_error: Any = django_base.DatabaseWrapper.get_new_connection
             raise_djangos_error(self, {})
             raise
-        pending, self._sp_pending = self._sp_pending, None
-        pool, connection = pending or self._sp_borrow(self.serverless_pool)
-        self._sp_lender = pool
-        pools.lent(self)
+        with self._sp_lock:
+            pending, self._sp_pending = self._sp_pending, None
+            pool, connection = pending or self._sp_borrow(self.serverless_pool)
+            self._sp_lender = pool
+            pools.lent(self)
         if level is not None:
             connection.isolation_level = self.isolation_level
         return connection
@@ -241,21 +260,36 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         BaseDatabaseWrapper.init_connection_state(self)
 
     def _close(self) -> None:
-        if self._sp_parked is not None:
-            # Already back in the pool: only forget it.
-            self._sp_parked = None
+        with self._sp_lock:
+            if self._sp_parked is not None:
+                # Already back in the pool: only forget it.
+                self._sp_parked = None
+                self.connection = None
+                return
+            connection, lender = self.connection, self._sp_lender
+            if connection is None or lender is None:
+                parent: Any = super()
+                parent._close()
+                return
             self.connection = None
-            return
-        connection, lender = self.connection, self._sp_lender
-        if connection is None or lender is None:
+            self._sp_lender = None
+            pools.returned(self)
+            with self.wrap_database_errors:
+                lender.release(connection)
+
+    def _commit(self) -> None:
+        # A parked connection is back in the pool, perhaps lent to another thread: nothing
+        # of this wrapper is open on it (it parks only outside atomic(), in its
+        # AUTOCOMMIT mode), so Django's commit() or rollback() between requests must not
+        # reach it.
+        if self._sp_parked is None:
             parent: Any = super()
-            parent._close()
-            return
-        self.connection = None
-        self._sp_lender = None
-        pools.returned(self)
-        with self.wrap_database_errors:
-            lender.release(connection)
+            parent._commit()
+
+    def _rollback(self) -> None:
+        if self._sp_parked is None:
+            parent: Any = super()
+            parent._rollback()
 
     def _set_autocommit(self, autocommit: bool) -> None:
         # A borrowed connection usually is in Django's mode already: skip the switch.
@@ -304,6 +338,10 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
 
         Returns whether a connection went back.
         """
+        with self._sp_lock:
+            return self._sp_give_back()
+
+    def _sp_give_back(self) -> bool:
         connection, lender = self.connection, self._sp_lender
         if connection is None or lender is None or self.in_atomic_block:
             return False
@@ -337,28 +375,29 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
 
     def _sp_unpark(self) -> None:
         """Borrow again after parking; Django's connect() only for a different session."""
-        parked, pool = self.connection, self._sp_parked
-        self._sp_parked = None
-        self.connection = None
-        # Whatever would change the pool to use closes it: DATABASES, SERVERLESS_POOL,
-        # TIME_ZONE or USE_TZ changing (the setting_changed signal), the test runner
-        # renaming the database (it closes the connection first). An open pool
-        # is still this alias's pool. Settings changed in place take effect at the
-        # next connect, after close(), as with Django's own persistent connections.
-        current = self.serverless_pool if pool is None or pool._closed else pool
-        try:
-            current, connection = self._sp_borrow(current)
-        except psycopg.Error:
-            with self.wrap_database_errors:
-                raise
-        if connection is parked and pool is current:
-            self.connection = connection
-            self._sp_lender = current
-            pools.lent(self)
-            if self.settings_dict["OPTIONS"].get("isolation_level") is not None:
-                connection.isolation_level = self.isolation_level
-            return
-        self._sp_pending = (current, connection)
+        with self._sp_lock:
+            parked, pool = self.connection, self._sp_parked
+            self._sp_parked = None
+            self.connection = None
+            # Whatever would change the pool to use closes it: DATABASES, SERVERLESS_POOL,
+            # TIME_ZONE or USE_TZ changing (the setting_changed signal), the test runner
+            # renaming the database (it closes the connection first). An open pool
+            # is still this alias's pool. Settings changed in place take effect at the
+            # next connect, after close(), as with Django's own persistent connections.
+            current = self.serverless_pool if pool is None or pool._closed else pool
+            try:
+                current, connection = self._sp_borrow(current)
+            except psycopg.Error:
+                with self.wrap_database_errors:
+                    raise
+            if connection is parked and pool is current:
+                self.connection = connection
+                self._sp_lender = current
+                pools.lent(self)
+                if self.settings_dict["OPTIONS"].get("isolation_level") is not None:
+                    connection.isolation_level = self.isolation_level
+                return
+            self._sp_pending = (current, connection)
         try:
             super().ensure_connection()
         finally:
@@ -366,8 +405,38 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
                 self._sp_pending = None
                 current.release(connection)
 
+    def _sp_reclaimed(self, connection: PooledConnection[Any]) -> None:
+        """The pool takes `connection` back (`ServerlessPool.reclaim()`, at the end of an
+        invocation): let go of it, so that the next use borrows anew. Any thread may call
+        this; it does nothing if the wrapper let go already."""
+        with self._sp_lock:
+            lender = self._sp_lender
+            if lender is None or self.connection is not connection:
+                return  # given back meanwhile, or not held yet: not ours to end
+            # The thread Django made this wrapper for (and checks in validate_thread_sharing).
+            if self._thread_ident != _thread.get_ident():  # type: ignore[attr-defined]
+                # The thread that borrowed it may still have a cursor on it, or run a
+                # statement: the session ends here (after that statement), so that
+                # nothing of that thread can reach the next borrower's.
+                with connection.lock:
+                    connection.close()
+            elif not self.in_atomic_block:
+                # This thread, between requests: given back as at the end of one.
+                self._sp_give_back()
+                return
+            if self.in_atomic_block:
+                # As Django's close() inside atomic(): the block can only roll back.
+                self.closed_in_transaction = True
+                self.needs_rollback = True
+            self.connection = None
+            self._sp_lender = None
+            pools.returned(self)
+            lender.release(connection)
+
     def _sp_forget_after_fork(self) -> None:
         # The connection belongs to the parent process; the core has disowned it.
+        self._sp_lock = threading.RLock()  # another thread may have held it at fork time
+        self._sp_loans = []
         self.connection = None
         self._sp_lender = None
         self._sp_parked = None

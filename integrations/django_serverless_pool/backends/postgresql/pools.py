@@ -118,12 +118,16 @@ def track_wrapper(wrapper: DatabaseWrapper) -> None:
 
 def lent(wrapper: DatabaseWrapper) -> None:
     """`wrapper` (of the current thread) borrowed a connection."""
-    _loans.wrappers.append(wrapper)
+    wrappers = _loans.wrappers
+    wrappers.append(wrapper)
+    # Its thread's list, for `returned()` called from another thread (the pool taking
+    # the connection back at the end of an invocation).
+    wrapper._sp_loans = wrappers
 
 
 def returned(wrapper: DatabaseWrapper) -> None:
-    """`wrapper` gave its connection back."""
-    wrappers = _loans.wrappers
+    """`wrapper` gave its connection back (called under the wrapper's lock)."""
+    wrappers = wrapper._sp_loans
     if wrapper in wrappers:
         wrappers.remove(wrapper)
 
