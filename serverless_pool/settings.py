@@ -353,10 +353,12 @@ SCHEMA: Final[tuple[Setting, ...]] = (
         "reset_on_return",
         _reset_mode,
         _DERIVED,
-        "`always`: every returned connection gets `DISCARD ALL` (sent on return, its"
-        " answer read at the next borrow: no extra round trip), so nothing of a"
-        " borrower's session reaches the next; `never` leaves the server session as the"
-        " borrower left it. Python-side connection state is restored either way.",
+        "`always`: every returned connection gets `DISCARD ALL` (sent on return; the"
+        " next borrow reads its answer before anything of the borrower is sent, waiting"
+        " for the rest of the round trip when it comes right after the return, and a"
+        " failed reset means a fresh session), so nothing of a borrower's session reaches"
+        " the next; `never` leaves the server session as the borrower left it."
+        " Python-side connection state is restored either way.",
         "always in direct mode, never behind a proxy",
     ),
     Setting(
