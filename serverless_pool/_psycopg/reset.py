@@ -77,17 +77,25 @@ def answer_gen(pgconn: pq.abc.PGconn) -> PQGen[int]:
         while pgconn.is_busy():
             yield _WAIT_R
             pgconn.consume_input()
-        result = pgconn.get_result()
-        ok = result is not None and result.status == _COMMAND_OK
+        ok = _result_ok(pgconn)
         # The end of the answer (ReadyForQuery) leaves the server in the same write as
         # the result; should it ever lag, it is waited for like the rest.
         while pgconn.is_busy():
             yield _WAIT_R
             pgconn.consume_input()
-        while pgconn.get_result() is not None:
-            ok = False  # DISCARD ALL answers once; anything more is not ours to accept
+        return _outcome(pgconn, ok)
     except psycopg.Error:
         return FAILED
+
+
+def _result_ok(pgconn: pq.abc.PGconn) -> bool:
+    result = pgconn.get_result()
+    return result is not None and result.status == _COMMAND_OK
+
+
+def _outcome(pgconn: pq.abc.PGconn, ok: bool) -> int:
+    while pgconn.get_result() is not None:
+        ok = False  # DISCARD ALL answers once; anything more is not ours to accept
     if ok and pgconn.status == _OK and pgconn.transaction_status == _IDLE:
         return DONE
     return FAILED
@@ -96,17 +104,25 @@ def answer_gen(pgconn: pq.abc.PGconn) -> PQGen[int]:
 def answered_now(conn: PooledConnection[object]) -> bool:
     """Whether the reset's answer is in and says the session is clean; never waits.
 
-    False also when the answer is still on its way: then `wait_answer()`. The
-    notifications the session received before the reset's ``UNLISTEN`` are dropped.
+    `answer_gen` for the common case, where the whole answer is in (one read): False
+    also when it is still on its way, and then `wait_answer()`. The notifications the
+    session received before the reset's ``UNLISTEN`` are dropped.
     """
     pgconn = conn.pgconn
-    gen = answer_gen(pgconn)
     try:
-        gen.send(None)  # type: ignore[arg-type]
-    except StopIteration as done:
-        return done.value == DONE and conn._sp_clean_after_reset()
-    gen.close()  # the answer is not all in: the caller waits for a fresh read
-    return False
+        pgconn.consume_input()
+        if pgconn.is_busy():
+            return False
+        ok = _result_ok(pgconn)
+        # An end still to come (never seen: it travels with the result) leaves libpq
+        # busy; `wait_answer()` then reads no result, and fails.
+        return (
+            not pgconn.is_busy()
+            and _outcome(pgconn, ok) == DONE
+            and conn._sp_clean_after_reset()
+        )
+    except psycopg.Error:
+        return False
 
 
 def wait_answer(conn: PooledConnection[object], timeout: float) -> int:
