@@ -117,9 +117,7 @@ def answered_now(conn: PooledConnection[object]) -> bool:
         # An end still to come (never seen: it travels with the result) leaves libpq
         # busy; `wait_answer()` then reads no result, and fails.
         return (
-            not pgconn.is_busy()
-            and _outcome(pgconn, ok) == DONE
-            and conn._sp_clean_after_reset()
+            not pgconn.is_busy() and _outcome(pgconn, ok) == DONE and conn._sp_clean_after_reset()
         )
     except psycopg.Error:
         return False
