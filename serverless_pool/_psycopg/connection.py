@@ -215,18 +215,10 @@ class PooledConnection(psycopg.Connection[Row]):
 
     def _sp_swap(self) -> bool:
         """Put a fresh server session under this object, before the borrow's first operation."""
+        # Never inside a pipeline: `first_operation` sends nothing again there.
         assert self._sp_replace is not None
-        pipeline = self._pipeline
-        if not self._sp_replace(self, "dead_on_first_statement"):
-            return False
-        if pipeline is not None:
-            # Nothing was queued in this pipeline before the first operation (see
-            # `first_operation`): the fresh session takes the dead one's place.
-            pipeline.pgconn = self.pgconn
-            pipeline.command_queue.clear()
-            pipeline.result_queue.clear()
-            self.pgconn.enter_pipeline_mode()
-        return True
+        assert self._pipeline is None
+        return self._sp_replace(self, "dead_on_first_statement")
 
     def _sp_adopt(self, other: PooledConnection[Any]) -> None:
         """Take `other`'s server connection; `other` gets ours (dead) and is closed."""
