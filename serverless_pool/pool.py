@@ -51,8 +51,8 @@ _OK: Final = pq.ConnStatus.OK
 _IDLE: Final = pq.TransactionStatus.IDLE
 _RESETTABLE: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _RESET_DONE: Final = _reset.DONE
-_answered_now: Final = _reset.answered_now
-_send_reset: Final = _reset.send_reset
+_read_reset_answer: Final = _reset.read_answer
+_DISCARD_ALL: Final = _reset.DISCARD_ALL
 
 #: How long before the server's idle_session_timeout an idle connection is closed rather
 #: than lent: this share of the timeout, or a second (at most half the timeout), whichever
@@ -237,7 +237,7 @@ class ServerlessPool:
         conn = entry.conn
         if now - entry.last_used < self._recent and now < entry.expires_at:
             if entry.resetting:
-                ready = _answered_now(conn)
+                ready = _read_reset_answer(conn) == _RESET_DONE
                 if ready:
                     entry.resetting = False
             else:
@@ -393,7 +393,8 @@ class ServerlessPool:
                 if self._prepares:
                     conn._sp_forget_prepared()  # type: ignore[attr-defined]
                 try:
-                    _send_reset(pgconn)
+                    # `_reset.send_reset()`, written out: this runs for every request.
+                    pgconn.send_query(_DISCARD_ALL)
                 except psycopg.Error:
                     pass  # the slow path below closes it
                 else:
@@ -690,7 +691,7 @@ class ServerlessPool:
         if self._discards:
             conn._sp_forget_prepared()
             try:
-                _send_reset(pgconn)
+                _reset.send_reset(pgconn)
             except psycopg.Error:
                 return st.RESET_FAILED
             entry.resetting = True

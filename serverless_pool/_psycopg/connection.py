@@ -201,16 +201,6 @@ class PooledConnection(psycopg.Connection[Row]):
             return False
         return not self._sp_watch.poll(0)
 
-    def _sp_clean_after_reset(self) -> bool:
-        """After a good answer to the reset: no goodbye came with it (over TLS libpq reads
-        one record at a time: look at the socket again); drop the notifications that
-        arrived before the reset's UNLISTEN."""
-        if self._sp_look_again and (self._sp_terminated or self._sp_watch.poll(0)):
-            return False
-        if self._sp_notifies:
-            self._sp_notifies.clear()
-        return True
-
     # -- the borrow's first operation: see `first_operation` ---------------------------
 
     def _sp_swap(self) -> bool:

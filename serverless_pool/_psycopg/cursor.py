@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -37,7 +38,9 @@ _CURSOR_EXECUTE: Any = psycopg.Cursor.execute
 _BASE_PREPARE_GEN: Any = psycopg.Cursor._maybe_prepare_gen
 _READ_ONLY_SERVER = b"25006"
 _ONE_SEND: Final = first_operation.ONE_SEND
+_RECHECK_AFTER: Final = first_operation.RECHECK_AFTER
 _run_first: Final = first_operation.run
+_IDLE: Final = pq.TransactionStatus.IDLE
 
 
 class PooledCursorMixin:
@@ -72,17 +75,23 @@ class PooledCursorMixin:
     ) -> Any:
         """psycopg's `Cursor.execute`, the borrow's first statement retried if it never ran."""
         conn = self._conn
-        if conn._sp_fresh:
-            if not first_operation.plain_start(conn):
-                return _run_first(
-                    conn,
-                    lambda: _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary),
-                    _ONE_SEND,
-                    self,
-                )
-            # `first_operation.run` written out for the common case (autocommit, the
-            # borrow's check fresh): this runs once per request.
-            self._pgconn = conn.pgconn  # type: ignore[misc]
+        checked_at = conn._sp_fresh
+        if checked_at:
+            pgconn = conn.pgconn
+            if not (
+                # The common first operation, `first_operation.run` written out (it runs
+                # once per request): an autocommit statement outside a pipeline, on a
+                # session checked just now (libpq's transaction status is UNKNOWN, not
+                # IDLE, on a broken connection).
+                conn._autocommit
+                and pgconn.transaction_status == _IDLE
+                and conn._pipeline is None
+                and conn._sp_replace is not None
+                and _monotonic() - checked_at <= _RECHECK_AFTER
+            ):
+                return _run_first_execute(self, query, params, prepare, binary)
+            conn._sp_fresh = 0.0
+            self._pgconn = pgconn  # type: ignore[misc]
             try:
                 return _CURSOR_EXECUTE(self, query, params, prepare=prepare, binary=binary)
             except psycopg.OperationalError as err:
@@ -178,6 +187,19 @@ class PooledCursorMixin:
 
 
 _DONE: Final = object()
+
+
+def _run_first_execute(
+    cursor: Any, query: Any, params: Any, prepare: bool | None, binary: bool | None
+) -> Any:
+    """psycopg's `Cursor.execute` as the borrow's first operation, the general way. Apart
+    from `_sp_direct_execute` so that its closure does not make cells there."""
+    return _run_first(
+        cursor._conn,
+        lambda: _CURSOR_EXECUTE(cursor, query, params, prepare=prepare, binary=binary),
+        _ONE_SEND,
+        cursor,
+    )
 
 
 class PooledCursor(PooledCursorMixin, psycopg.Cursor[Row]):

@@ -56,7 +56,6 @@ __all__ = [
     "SEVERAL_SENDS",
     "TERMINATION_SQLSTATES",
     "failed",
-    "plain_start",
     "run",
     "watch_commit",
 ]
@@ -119,24 +118,6 @@ def run(
     if cursor is not None:
         cursor._pgconn = conn.pgconn
     return operation()
-
-
-def plain_start(conn: PooledConnection[Any]) -> bool:
-    """The common first operation: an autocommit statement on a session checked just
-    now, outside a pipeline. Then `_sp_fresh` is cleared, and the caller runs it and
-    hands a failure to `failed()`; otherwise the caller goes through `run()`."""
-    pgconn = conn.pgconn
-    if (
-        conn._autocommit
-        and pgconn.status == _OK
-        and pgconn.transaction_status == _IDLE
-        and conn._pipeline is None
-        and conn._sp_replace is not None
-        and _monotonic() - conn._sp_fresh <= RECHECK_AFTER
-    ):
-        conn._sp_fresh = 0.0
-        return True
-    return False
 
 
 def failed(conn: PooledConnection[Any], err: psycopg.OperationalError, kind: int) -> None:

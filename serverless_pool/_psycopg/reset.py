@@ -12,15 +12,16 @@ and role) are the session's defaults, so they survive it.
 `send_reset()` sends it when the connection comes back and returns at once: the answer
 travels while the instance does something else (Lambda posts the response and waits for
 the next event; a WSGI server writes the response). The next borrow reads the answer
-before the connection is lent (`answered_now()`, which never waits; `wait_answer()`,
+before the connection is lent (`read_answer()`, which never waits; `wait_answer()`,
 bounded, when the answer is still on its way): **nothing of the next borrower is sent
 before the reset is known to have worked.** A reset that failed (cancelled by the
 borrower's own ``statement_timeout``, ``out of shared memory`` with many temporary
 tables) or that is not answered in time means a fresh session instead.
 
-The protocol is written once, as psycopg writes its own (`answer_gen`, a generator that
-says when it must wait for the socket, see `psycopg.abc.PQGen`): the sync pool drives it
-here; an async driver waits on the event loop instead.
+The answer is read in one place, `read_answer()`, which never waits; `answer_gen` wraps
+it as psycopg writes its own protocol (a generator that says when it must wait for the
+socket, see `psycopg.abc.PQGen`): the sync pool drives it here, an async driver waits on
+the event loop instead.
 """
 
 from __future__ import annotations
@@ -38,12 +39,25 @@ if TYPE_CHECKING:
 
     from .connection import PooledConnection
 
-__all__ = ["DISCARD_ALL", "DONE", "FAILED", "LATE", "answer_gen", "answered_now", "send_reset"]
+__all__ = [
+    "DISCARD_ALL",
+    "DONE",
+    "FAILED",
+    "LATE",
+    "PENDING",
+    "answer_gen",
+    "drive",
+    "read_answer",
+    "send_reset",
+    "wait_answer",
+]
 
 DISCARD_ALL: Final = b"DISCARD ALL"
 
 #: The reset's answer arrived and says it worked.
 DONE: Final = 0
+#: Nothing of the answer has arrived yet.
+PENDING: Final = 1
 #: The reset failed, or the session ended: the connection must be closed.
 FAILED: Final = 2
 #: No answer within the time allowed (a server that stopped answering): close it too.
@@ -65,62 +79,50 @@ def send_reset(pgconn: pq.abc.PGconn) -> None:
     pgconn.send_query(DISCARD_ALL)
 
 
-def answer_gen(pgconn: pq.abc.PGconn) -> PQGen[int]:
-    """Read the answer to `send_reset()`: DONE, or FAILED.
+def read_answer(conn: PooledConnection[object]) -> int:
+    """Read what has arrived of the answer to `send_reset()`, never waiting: DONE,
+    FAILED, or PENDING (nothing of it read yet: wait for the socket, then call again).
 
-    Expected: one COMMAND_OK result, then the end of the answer (ReadyForQuery), with the
-    session idle and libpq's connection OK. Anything else (an error, the server's
-    goodbye, more results) fails: the session is not known clean.
-    """
-    try:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            yield _WAIT_R
-            pgconn.consume_input()
-        ok = _result_ok(pgconn)
-        # The end of the answer (ReadyForQuery) leaves the server in the same write as
-        # the result; should it ever lag, it is waited for like the rest.
-        while pgconn.is_busy():
-            yield _WAIT_R
-            pgconn.consume_input()
-        return _outcome(pgconn, ok)
-    except psycopg.Error:
-        return FAILED
-
-
-def _result_ok(pgconn: pq.abc.PGconn) -> bool:
-    result = pgconn.get_result()
-    return result is not None and result.status == _COMMAND_OK
-
-
-def _outcome(pgconn: pq.abc.PGconn, ok: bool) -> int:
-    while pgconn.get_result() is not None:
-        ok = False  # DISCARD ALL answers once; anything more is not ours to accept
-    if ok and pgconn.status == _OK and pgconn.transaction_status == _IDLE:
-        return DONE
-    return FAILED
-
-
-def answered_now(conn: PooledConnection[object]) -> bool:
-    """Whether the reset's answer is in and says the session is clean; never waits.
-
-    `answer_gen` for the common case, where the whole answer is in (one read): False
-    also when it is still on its way, and then `wait_answer()`. The notifications the
-    session received before the reset's ``UNLISTEN`` are dropped.
+    Expected: one COMMAND_OK result and the end of the answer (ReadyForQuery, sent in
+    the same write), with the session idle; anything else (an error, the server's
+    goodbye, more results, an end that lags behind its result) fails: the session is
+    not known clean. Then no goodbye came with it (over TLS libpq reads one record at a
+    time: the socket is looked at again), and the notifications the session received
+    before the reset's ``UNLISTEN`` are dropped. Written out in one function: the quick
+    borrow runs it on every request.
     """
     pgconn = conn.pgconn
     try:
         pgconn.consume_input()
         if pgconn.is_busy():
-            return False
-        ok = _result_ok(pgconn)
-        # An end still to come (never seen: it travels with the result) leaves libpq
-        # busy; `wait_answer()` then reads no result, and fails.
-        return (
-            not pgconn.is_busy() and _outcome(pgconn, ok) == DONE and conn._sp_clean_after_reset()
-        )
+            return PENDING
+        result = pgconn.get_result()
+        if result is None or result.status != _COMMAND_OK or pgconn.is_busy():
+            return FAILED
+        # Parsed by is_busy(): libpq reports IDLE only once the end of the answer is in
+        # with no result left to get (ACTIVE while one is: DISCARD ALL answers once,
+        # anything more is not ours to accept), the connection good (UNKNOWN once it is
+        # bad) and the session outside a transaction.
+        if pgconn.transaction_status != _IDLE:
+            return FAILED
     except psycopg.Error:
-        return False
+        return FAILED
+    if conn._sp_look_again and (conn._sp_terminated or conn._sp_watch.poll(0)):
+        return FAILED
+    notifies = conn._sp_notifies
+    if notifies:
+        notifies.clear()
+    return DONE
+
+
+def answer_gen(conn: PooledConnection[object]) -> PQGen[int]:
+    """`read_answer()` waiting for the socket as psycopg's generators do (see
+    `psycopg.abc.PQGen`): DONE or FAILED. A sync or an async driver runs it."""
+    while True:
+        outcome = read_answer(conn)
+        if outcome != PENDING:
+            return outcome
+        yield _WAIT_R
 
 
 def wait_answer(conn: PooledConnection[object], timeout: float) -> int:
@@ -131,10 +133,7 @@ def wait_answer(conn: PooledConnection[object], timeout: float) -> int:
     pgconn = conn.pgconn
     if pgconn.status != _OK:
         return FAILED
-    outcome = drive(answer_gen(pgconn), pgconn.socket, timeout)
-    if outcome == DONE and not conn._sp_clean_after_reset():
-        return FAILED
-    return outcome
+    return drive(answer_gen(conn), pgconn.socket, timeout)
 
 
 def drive(gen: PQGen[int], fileno: int, timeout: float) -> int:
