@@ -2,7 +2,7 @@
 
     python bench/instructions.py [--only core,django,flask,lambda,deadline]
                                  [--strategies held,ours]
-                                 [--requests 300] [--json]
+                                 [--requests 300] [--back-to-back] [--json]
 
 Time on a shared 2-core machine moves by 5-30% between runs; the number of instructions
 the client process executes does not (to about 0.1% here with a fixed hash seed). Each
@@ -15,7 +15,10 @@ another's would decide a comparison), then counts `--requests` more. Between two
 requests the child sleeps 5 ms with counting paused, as an instance does between
 invocations, so that the answer to the pool's deferred reset has arrived (as it has
 when Lambda posts a response and waits for the next event); what the pause itself
-costs is measured by a strategy that does nothing and taken off every row.
+costs is measured by a strategy that does nothing and taken off every row. With
+``--back-to-back`` there is no pause: each request starts as soon as the last one
+ended, as in a loop of requests on one thread, and a borrow may have to wait for the
+reset's answer.
 
 Only instructions in user space are counted: a system call counts its libc wrapper,
 not the kernel's work, and waiting for the server costs nothing. The timed tables
@@ -45,6 +48,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WARMUP = 50
 GAP = 0.005
+# Set in the child by the parent: "0" for --back-to-back.
+_GAP_VARIABLE = "SP_BENCH_COUNT_GAP"
 
 Request = Callable[[], object]
 
@@ -339,9 +344,10 @@ def _child(suite: str, key: str, host: str, port: int, requests: int, marks_path
     marks = ctypes.CDLL(marks_path)
     maker = next(make for k, _, make in SUITES[suite] if k == key) if key != "nothing" else _nothing
     request = maker(_Endpoint(host, port))
+    gap = float(os.environ.get(_GAP_VARIABLE, GAP))
     for _ in range(WARMUP):
         request()
-        time.sleep(GAP)
+        time.sleep(gap)
     # Objects made by the set-up stay out of the cyclic collector's way: otherwise one
     # full collection of the whole heap, landing in one strategy's window and not in
     # another's, decides a comparison (each strategy still pays for its own garbage).
@@ -352,21 +358,36 @@ def _child(suite: str, key: str, host: str, port: int, requests: int, marks_path
     for _ in range(requests):
         request()
         marks.sp_toggle()  # the pause between requests is not counted
-        time.sleep(GAP)
+        if gap:
+            time.sleep(gap)
         marks.sp_toggle()
     marks.sp_dump(b"requests")
     marks.sp_stop()
 
 
-def count(suite: str, key: str, endpoint: Any, requests: int, marks: Path, workdir: Path) -> int:
-    """Instructions the child counted over `requests` requests (pauses' marks included)."""
+def count(
+    suite: str,
+    key: str,
+    endpoint: Any,
+    requests: int,
+    marks: Path,
+    workdir: Path,
+    gap: float = GAP,
+) -> int:
+    """Instructions the child counted over `requests` requests (pauses' marks included),
+    `gap` seconds apart."""
     out = workdir / f"{suite}-{key}.callgrind"
     argv = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
         sys.executable, str(Path(__file__).resolve()), "--child", suite, key,
         endpoint.host, str(endpoint.port), str(requests), str(marks),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}",
+        _GAP_VARIABLE: repr(gap),
+    }
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     dumps = sorted(workdir.glob(f"{out.name}.*"))
     if done.returncode != 0 or not dumps:
@@ -377,7 +398,9 @@ def count(suite: str, key: str, endpoint: Any, requests: int, marks: Path, workd
     raise RuntimeError(f"no totals in {dumps[0]}")
 
 
-def run(suites: list[str], requests: int, only: set[str] | None = None) -> list[dict[str, Any]]:
+def run(
+    suites: list[str], requests: int, only: set[str] | None = None, gap: float = GAP
+) -> list[dict[str, Any]]:
     """Count every strategy of `suites` (those keyed in `only`, and their baselines); one
     row each, with its ratio to the baseline."""
     from serverless_pool.testing.postgres import PostgresServer
@@ -390,7 +413,7 @@ def run(suites: list[str], requests: int, only: set[str] | None = None) -> list[
     ):
         workdir = Path(tmp)
         marks = build_marks(workdir)
-        pause = count("core", "nothing", server, requests, marks, workdir) / requests
+        pause = count("core", "nothing", server, requests, marks, workdir, gap) / requests
         for suite in suites:
             per_request: dict[str, float] = {}
             wanted = {k for k, _, _ in SUITES[suite]} if only is None else set(only)
@@ -398,7 +421,7 @@ def run(suites: list[str], requests: int, only: set[str] | None = None) -> list[
             for key, label, _ in SUITES[suite]:
                 if key not in wanted:
                     continue
-                total = count(suite, key, server, requests, marks, workdir)
+                total = count(suite, key, server, requests, marks, workdir, gap)
                 per_request[key] = total / requests - pause
                 base_key = BASELINES.get((suite, key), SUITES[suite][0][0])
                 rows.append(
@@ -442,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--strategies", help="comma-separated keys, e.g. held,ours")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help=f"no pause between requests (default: {GAP * 1000:g} ms, not counted)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -450,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         _child(suite, key, host, int(port), int(requests), marks)
         return 0
     only = {s.strip() for s in args.strategies.split(",")} if args.strategies else None
-    rows = run([s.strip() for s in args.only.split(",")], args.requests, only)
+    gap = 0.0 if args.back_to_back else GAP
+    rows = run([s.strip() for s in args.only.split(",")], args.requests, only, gap)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 

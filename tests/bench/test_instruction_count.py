@@ -3,7 +3,7 @@ stay within their targets.
 
 Instructions, not seconds: the count repeats to a few hundred instructions in 96,000 on
 a busy machine, where a time would move by tens of percent (see bench/instructions.py).
-A change that makes the pooled request cost more than 1.16 times a held raw connection
+A change that makes the pooled request cost more than 1.21 times a held raw connection
 (the guaranteed session reset included), or a Lambda invocation through `make_handler`
 more than 1.05 times the bare adapter's on the same app and event, fails here, in CI.
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Issue 22 asks for 1.12; the seam measured 1.237 here (the pipelined first statement,
-# which was cheaper, is gone for at-most-once). This bound stops it from growing.
-TARGET = 1.26
+# Issue 22 asks for 1.12; measured 1.183 with a 5 ms gap and 1.187 back to back (the
+# reset's DISCARD ALL, sent and read, is 6.5 k of the 15 k over a held connection).
+# This bound stops it from growing.
+TARGET = 1.21
 HANDLER_TARGET = 1.05
 
 pytestmark = pytest.mark.slow
