@@ -140,8 +140,13 @@ class DatabaseWrapper(django_base.DatabaseWrapper):
         password = params.get("password")
         options = self.settings_dict["OPTIONS"]
         # Django's choice (client- or server-side binding) or the user's class, kept as
-        # the connection's cursor_factory; create_cursor() adds the pool's hooks.
-        cursor_factory = params["cursor_factory"]
+        # the connection's cursor_factory; create_cursor() adds the pool's hooks. Django
+        # 4.2.0 made that choice in get_new_connection(), with this rule.
+        cursor_factory: Any = params.get("cursor_factory") or (
+            django_base.ServerBindingCursor
+            if options.get("server_side_binding") is True
+            else django_base.Cursor
+        )
         libpq = {k: v for k, v in params.items() if k not in _NOT_LIBPQ and v is not None}
         if settings.uses_session_state:
             startup = [str(libpq.get("options") or "")]
